@@ -1,0 +1,35 @@
+"""fastbp: fast, trustworthy loss and gradient of neural networks for scipy.optimize.
+
+The core is :class:`Network`; the compiled kernels are chosen through :mod:`fastbp.backends`.
+scikit-learn-style estimators, the lab's perceptron, datasets and plots are imported lazily.
+"""
+
+from .backends import available_backends
+from .network import BoundObjective, Network
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Network",
+    "BoundObjective",
+    "available_backends",
+    "MLPClassifier",
+    "MLPRegressor",
+    "Perceptron",
+    "__version__",
+]
+
+# name -> submodule, imported on first use so `import fastbp` stays light
+_LAZY = {
+    "MLPClassifier": "estimators",
+    "MLPRegressor": "estimators",
+    "Perceptron": "perceptron",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")

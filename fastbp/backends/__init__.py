@@ -1,0 +1,100 @@
+"""The backend registry: name -> implementation, loaded lazily, with the reason when unavailable.
+
+A backend is a module that defines ``BACKEND``, an object with
+
+``prepare(layout, n_threads) -> kernel``
+    Called once per network (per backend) with its :class:`fastbp.layout.Layout` and the resolved
+    thread count (a positive int). Precompute whatever the kernel needs here, never per call.
+
+``kernel(W, X, T, sample_weight, scale, l2) -> (loss, grad)``
+    ``W``: float64, C-contiguous, shape ``(n_params,)``, finite. ``X``: C-contiguous, shape
+    ``(n, n_inputs)``, in ``layout.dtype``. ``T``: the targets encoded as a C-contiguous
+    ``(n, n_outputs)`` array in ``layout.dtype`` (one-hot rows for softmax). ``sample_weight``:
+    None or float64, C-contiguous, shape ``(n,)``. Returns ``loss`` (Python float) and ``grad``
+    (a new float64 array, shape ``(n_params,)``) where, with ℓ_n the data term of sample n::
+
+        loss = scale * Σ_n s_n ℓ_n       + l2 * Σ_{coef} W²
+        grad = scale * Σ_n s_n ∂ℓ_n/∂W   + 2 * l2 * W   (the last term on coefficients only)
+
+    and ``s_n`` the sample weight (1 when None). ``Network`` passes ``scale = 1 / Σ s_n``; the
+    distributed objective passes ``scale=1, l2=0`` to get per-partition sums. Inputs are never
+    written to. Results are bit-identical for the same inputs and thread count.
+
+Adding a backend is one module and one :func:`register` line below; nothing else branches on
+backend names.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["available_backends", "get_backend", "register", "choose", "backend_names"]
+
+_MODULES: dict[str, str] = {}
+_LOADED: dict[str, object] = {}
+_REASONS: dict[str, str] = {}
+
+
+def register(name, module):
+    """Register backend ``name`` as implemented by ``module`` (a dotted path defining BACKEND)."""
+    _MODULES[name] = module
+    _LOADED.pop(name, None)
+    _REASONS.pop(name, None)
+
+
+register("numpy", "fastbp.backends.numpy_backend")
+register("numba", "fastbp.backends.numba_backend")
+register("cython", "fastbp.backends.cython_backend")
+
+
+def _load(name):
+    if name in _LOADED:
+        return _LOADED[name]
+    if name in _REASONS:
+        return None
+    try:
+        module = importlib.import_module(_MODULES[name])
+        backend = module.BACKEND
+    except Exception as exc:  # ImportError, a failed JIT set-up, a missing extension...
+        _REASONS[name] = f"{type(exc).__name__}: {exc}"
+        return None
+    _LOADED[name] = backend
+    return backend
+
+
+def backend_names():
+    """Every registered backend name plus ``"auto"``, available or not."""
+    return ("auto", *_MODULES)
+
+
+def available_backends():
+    """Names of the backends that can be used here, e.g. ``("numpy", "numba", "cython")``."""
+    return tuple(name for name in _MODULES if _load(name) is not None)
+
+
+def get_backend(name):
+    """The backend object called ``name``; a ValueError that says why when it is unknown or
+    unavailable."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, one of {backend_names()}; got {name!r}")
+    if name not in _MODULES:
+        raise ValueError(
+            f"unknown backend {name!r}; choose one of {', '.join(map(repr, backend_names()))}"
+        )
+    backend = _load(name)
+    if backend is None:
+        raise ValueError(f"backend {name!r} is not available here: {_REASONS[name]}")
+    return backend
+
+
+def choose(layout, n_samples):
+    """The backend name ``"auto"`` picks for a call on ``n_samples`` samples with ``layout``.
+
+    The compiled kernels win over numpy everywhere they exist. Between them, the rule (from
+    ``benchmarks/``, see README) is the order below: the first available one wins.
+    """
+    available = available_backends()
+    for name in ("numba", "cython", "numpy"):
+        if name in available:
+            return name
+    raise RuntimeError("no backend is available")  # numpy always is; kept for clarity
