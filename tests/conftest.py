@@ -1,6 +1,15 @@
+"""Shared fixtures: the backend under test and small, deterministic problems.
+
+Every cross-backend test takes the ``backend`` fixture, parametrized over
+``fastbp.available_backends()``: a backend that registers and imports here is held to every one of
+those tests with no new test code.
+"""
+
 import os
 import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import fastbp
@@ -14,3 +23,64 @@ BACKENDS = fastbp.available_backends()
 def backend(request):
     """Every backend that registered and imports here; a new backend is tested with no new code."""
     return request.param
+
+
+def make_problem(layer_sizes, output, target="labels", n=7, seed=0, weighted=False, w_scale=1.0):
+    """A small deterministic problem for ``layer_sizes`` with the given ``output``.
+
+    ``target`` chooses the form of y: "labels" (0/1 for logistic, one per output; class ints of
+    shape (n,) for softmax), "proba" (probabilities in [0, 1] for logistic; probability rows
+    summing to 1 for softmax) or "values" (reals, for identity). y has shape (n,) for one output.
+
+    Returns a namespace with X (n, n_in), y (as given to fastbp), T (the targets encoded as
+    (n, n_out) float64, as the naive reference takes them), sw (None, or weights with one zero),
+    and W (uniform in [-w_scale, w_scale], so that hidden units are neither linear nor saturated).
+    """
+    rng = np.random.default_rng(seed)
+    n_in, m = layer_sizes[0], layer_sizes[-1]
+    X = rng.standard_normal((n, n_in))
+    if output == "softmax" and target == "labels":
+        y = rng.integers(0, m, n)
+        T = np.eye(m)[y]
+    elif output == "softmax" and target == "proba":
+        y = rng.dirichlet(np.ones(m), n)
+        T = y
+    elif output == "logistic" and target == "labels":
+        T = rng.integers(0, 2, (n, m)).astype(np.float64)
+        y = T.astype(np.int64)
+    elif output == "logistic" and target == "proba":
+        T = rng.uniform(0, 1, (n, m))
+        y = T
+    elif output == "identity" and target == "values":
+        T = rng.standard_normal((n, m))
+        y = T
+    else:
+        raise ValueError(f"no {target!r} targets for output {output!r}")
+    if m == 1 and output != "softmax":
+        y = y[:, 0]
+    sw = None
+    if weighted:
+        sw = rng.uniform(0.2, 3.0, n)
+        sw[n // 2] = 0.0  # a zero weight is allowed: that sample must not count at all
+    n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    W = rng.uniform(-w_scale, w_scale, n_params)
+    return SimpleNamespace(X=X, y=y, T=T, sw=sw, W=W, layer_sizes=tuple(layer_sizes), output=output)
+
+
+def rel_err(a, b):
+    """‖a − b‖ / ‖b‖ (plain |a − b| / |b| for scalars); b is the reference."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / (denom if denom > 0 else 1.0))
+
+
+@pytest.fixture(scope="session")
+def problem():
+    """``make_problem`` as a fixture (session-scoped, so hypothesis tests may use it too)."""
+    return make_problem
+
+
+@pytest.fixture(scope="session")
+def relerr():
+    """``rel_err`` as a fixture."""
+    return rel_err
