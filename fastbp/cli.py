@@ -1,0 +1,439 @@
+"""The ``fastbp`` command line: ``fastbp fit``, ``fastbp bench`` and ``fastbp datasets``.
+
+Run ``fastbp --help`` or ``fastbp COMMAND --help``. Results go to stdout, progress to stderr.
+Any error (a missing file, an unreadable format, a bad option) is one line on stderr and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+EXIT_ERROR = 2
+DEFAULT_BENCH_CASES = ("seed4layer", "multiclass", "medium")
+
+
+class CLIError(Exception):
+    """A user error: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage block before its error; one line is all the user needs.
+    def error(self, message):
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _hidden_sizes(text):
+    """``"10,10"`` -> ``[10, 10]``; ``""`` or ``"none"`` -> ``[]`` (no hidden layer)."""
+    if text.strip().lower() in ("", "none", "0"):
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated unit counts such as 10,10,10,10, got {text!r}"
+        ) from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"unit counts must be positive, got {text!r}")
+    return sizes
+
+
+def _non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _build_parser():
+    from . import __version__
+    from .backends import backend_names
+    from .cases import CASES
+    from .datasets import names
+
+    parser = _Parser(
+        prog="fastbp",
+        description="Train and benchmark neural networks whose loss and gradient fastbp computes.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    fit = sub.add_parser(
+        "fit",
+        help="train a network with L-BFGS on a data file or a bundled dataset",
+        description=(
+            "Train a classifier with scipy's L-BFGS-B on fastbp's loss and gradient. DATA is a "
+            f"bundled dataset ({', '.join(names())}) or one or more files: .mat (X and y, or "
+            "one class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
+        ),
+    )
+    fit.add_argument("data", nargs="+", metavar="DATA")
+    fit.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=[10, 10, 10, 10],
+        metavar="SIZES",
+        help="hidden layer sizes, comma-separated; 'none' for no hidden layer (default: 10,10,10,10)",
+    )
+    fit.add_argument(
+        "--activation",
+        default="logistic",
+        choices=["logistic", "sigmoid", "tanh", "relu", "identity"],
+        help="hidden activation (default: logistic)",
+    )
+    reg = fit.add_mutually_exclusive_group()
+    reg.add_argument("--l2", type=_non_negative, help="λ of the lab: loss += λ Σ W² (default: from --alpha)")
+    reg.add_argument(
+        "--alpha",
+        type=_non_negative,
+        default=1e-4,
+        help="scikit-learn's alpha, λ = alpha / (2 n_samples) (default: 1e-4)",
+    )
+    fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
+    fit.add_argument("--max-iter", type=_positive_int, default=2000, help="L-BFGS iterations (default: 2000)")
+    fit.add_argument("--random-state", type=int, default=0, help="seed of the initial weights (default: 0)")
+    fit.add_argument(
+        "--standardize",
+        action="store_true",
+        help="centre and scale each feature to unit variance before training",
+    )
+    fit.add_argument("--plot", metavar="PATH", help="write the decision boundary (2-D data only) to PATH")
+    fit.add_argument("--save", metavar="PATH", help="write the weights and the network to PATH (.npz)")
+    fit.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    bench = sub.add_parser(
+        "bench",
+        help="compare the backends' loss-and-gradient time with scikit-learn's",
+        description=(
+            "Median time of one bound loss-and-gradient call per available backend and of "
+            "scikit-learn's MLPClassifier._loss_grad_lbfgs, on the named cases of fastbp.cases "
+            f"({', '.join(CASES)}; 'large' is slow and not run by default)."
+        ),
+    )
+    bench.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_BENCH_CASES),
+        help=f"comma-separated case names, or 'all' (default: {','.join(DEFAULT_BENCH_CASES)})",
+    )
+    bench.add_argument("--repeat", type=_positive_int, default=7, help="timings per median (default: 7)")
+    bench.add_argument("--no-sklearn", action="store_true", help="leave scikit-learn out")
+
+    data = sub.add_parser(
+        "datasets",
+        help="write the lab's datasets as .mat files",
+        description="Write the bundled datasets, byte for byte as shipped, one .mat file per class.",
+    )
+    data.add_argument("--out", default="data", metavar="DIR", help="folder to write to (default: ./data)")
+    data.add_argument("--list", action="store_true", help="only list the datasets")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- fit
+def _read_data(sources):
+    from .datasets import DATASETS, load, load_file
+
+    if len(sources) == 1 and sources[0] in DATASETS and not os.path.exists(sources[0]):
+        return sources[0], load(sources[0])
+    for s in sources:
+        if not os.path.exists(s) and not os.path.splitext(s)[1]:
+            raise CLIError(f"no such file or bundled dataset: {s!r} (datasets: {', '.join(DATASETS)})")
+    return ", ".join(sources), load_file(sources)
+
+
+def _encode_labels(y):
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise CLIError("the labels contain NaN or infinity")
+        if not (y == np.round(y)).all():
+            raise CLIError("fit trains a classifier: the labels must be whole numbers (class labels)")
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise CLIError(f"the data hold a single class ({classes[0]!r}); a classifier needs at least two")
+    return classes, codes.astype(np.int64)
+
+
+def _check_writable(path, option):
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"{option} {path}: folder {parent} does not exist")
+
+
+class _Progress:
+    """One line on stderr, redrawn at most ten times a second: iteration and loss."""
+
+    def __init__(self, max_iter, enabled):
+        self.max_iter, self.enabled = max_iter, enabled
+        self.n_iter, self.loss, self._last = 0, float("nan"), time.perf_counter()
+        # on a terminal the line is redrawn in place; in a log, a new line every second
+        self._tty = sys.stderr.isatty()
+        self._interval = 0.1 if self._tty else 1.0
+
+    def __call__(self, intermediate_result):
+        self.n_iter += 1
+        self.loss = float(intermediate_result.fun)
+        now = time.perf_counter()
+        if self.enabled and now - self._last > self._interval:
+            self._last = now
+            self._draw()
+
+    def _draw(self, end=""):
+        text = f"fit: iteration {self.n_iter:>6d}/{self.max_iter}  loss {self.loss:.6g}"
+        if self._tty:
+            print(f"\r{text}", end=end, file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled and self.n_iter:
+            self._draw(end="\n")
+
+
+def _cmd_fit(args):
+    from scipy.optimize import minimize
+
+    from .backends import choose
+    from .network import Network
+
+    if args.plot:
+        _check_writable(args.plot, "--plot")
+    if args.save:
+        _check_writable(args.save, "--save")
+    label, (X, y) = _read_data(args.data)
+    classes, codes = _encode_labels(y)
+    if args.plot and X.shape[1] != 2:
+        raise CLIError(f"--plot needs 2-D data, but {label} has {X.shape[1]} features")
+
+    mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    if args.standardize:
+        mean, scale = X.mean(axis=0), X.std(axis=0)
+        scale[scale == 0] = 1.0
+    Xs = (X - mean) / scale
+
+    n_out = 1 if len(classes) == 2 else len(classes)
+    l2 = args.l2 if args.l2 is not None else args.alpha / (2 * X.shape[0])
+    net = Network([X.shape[1], *args.hidden, n_out], activation=args.activation, l2=l2, backend=args.backend)
+    f = net.bind(Xs, codes)
+    W0 = net.init_weights(random_state=args.random_state)
+    backend = args.backend if args.backend != "auto" else choose(net.layout, X.shape[0])
+
+    print(f"data      {label}: {X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes")
+    print(
+        f"network   {list(net.layer_sizes)}, {net.activation} hidden, {net.output} output, "
+        f"l2={l2:.3g}, {net.n_params} parameters, backend {backend}"
+    )
+    progress = _Progress(args.max_iter, enabled=not args.quiet)
+    start = time.perf_counter()
+    res = minimize(f, W0, jac=True, method="L-BFGS-B", callback=progress, options={"maxiter": args.max_iter})
+    elapsed = time.perf_counter() - start
+    progress.close()
+
+    accuracy = float((net.predict(res.x, Xs) == codes).mean())
+    status = "converged" if res.success else f"stopped: {res.message}"
+    print(f"loss      {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations ({status})")
+    print(f"accuracy  {100 * accuracy:.2f} % on the training data")
+    print(f"time      {elapsed:.3f} s ({1e3 * elapsed / max(res.nfev, 1):.3f} ms per loss-and-gradient)")
+
+    if args.save:
+        with open(args.save, "wb") as fh:
+            np.savez(
+                fh,
+                W=res.x,
+                layer_sizes=np.array(net.layer_sizes),
+                activation=net.activation,
+                output=net.output,
+                l2=l2,
+                classes=classes,
+                mean=mean,
+                scale=scale,
+            )
+        print(f"saved     {args.save}")
+    if args.plot:
+        _plot_fit(args.plot, net, res.x, X, codes, classes, mean, scale, label, accuracy)
+        print(f"plot      {args.plot}")
+    return 0
+
+
+def _plot_fit(path, net, W, X, codes, classes, mean, scale, label, accuracy):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def predict(P):
+        return net.predict(W, (np.asarray(P, dtype=np.float64) - mean) / scale)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    try:
+        from .plot import decision_boundary
+    except ImportError:  # plotting helpers not installed: draw it here
+        decision_boundary = None
+    if decision_boundary is not None:
+        decision_boundary(predict, X, codes, ax=ax)
+    else:
+        pad = 0.05 * (X.max(axis=0) - X.min(axis=0))
+        lo, hi = X.min(axis=0) - pad, X.max(axis=0) + pad
+        xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
+        zz = predict(np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
+        levels = np.arange(len(classes) + 1) - 0.5
+        ax.contourf(xx, yy, zz, levels=levels, cmap="coolwarm" if len(classes) == 2 else "tab10", alpha=0.25)
+        ax.scatter(X[:, 0], X[:, 1], c=codes, cmap="coolwarm" if len(classes) == 2 else "tab10", s=12,
+                   edgecolors="k", linewidths=0.3)
+    ax.set_title(f"{label}: {list(net.layer_sizes)} {net.activation}, accuracy {100 * accuracy:.1f} %")
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except ValueError as exc:  # an unknown image format
+        raise CLIError(f"--plot {path}: {exc}") from None
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- bench
+def _time_call(fn, repeat):
+    """Median seconds per call of ``fn()`` over ``repeat`` measurements, each long enough (about
+    20 ms or one call) for the clock to resolve it."""
+    fn()  # warm-up: JIT compilation, caches
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    number = max(1, min(1000, int(0.02 / max(one, 1e-7))))
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return statistics.median(times)
+
+
+def _sklearn_objective(case, X, y, W):
+    """scikit-learn's own ``_loss_grad_lbfgs`` at ``W``, set up as its L-BFGS fit sets it up."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    mlp = MLPClassifier(
+        hidden_layer_sizes=case.layer_sizes[1:-1],
+        activation=case.activation,
+        solver="lbfgs",
+        alpha=case.alpha,
+        max_iter=1,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(X, y)  # one iteration: sets the layer bookkeeping _loss_grad_lbfgs reads
+    Y = mlp._label_binarizer.transform(y).astype(bool)
+    units = list(case.layer_sizes)
+    activations = [X] + [None] * (len(units) - 1)
+    deltas = [None] * (len(units) - 1)
+    coef_grads = [np.empty((a, b)) for a, b in zip(units[:-1], units[1:])]
+    intercept_grads = [np.empty(b) for b in units[1:]]
+
+    def call():
+        return mlp._loss_grad_lbfgs(W, X, Y, None, activations, deltas, coef_grads, intercept_grads)
+
+    return call
+
+
+def _cmd_bench(args):
+    from .backends import available_backends
+    from .cases import CASES, make_case_data
+
+    names = list(CASES) if args.cases.strip() == "all" else [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown or not names:
+        raise CLIError(f"unknown case {', '.join(map(repr, unknown)) or '(none)'}; choose from {', '.join(CASES)}")
+    backends = available_backends()
+    columns = list(backends) + ([] if args.no_sklearn else ["sklearn"])
+
+    print(f"median time per loss-and-gradient call (ms), {args.repeat} repeats; cores: {os.cpu_count()}")
+    header = f"{'case':<12} {'n':>6} {'params':>7} " + " ".join(f"{c:>9}" for c in columns)
+    if not args.no_sklearn:
+        header += f"  {'best vs sklearn':>15}"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        case = CASES[name]
+        X, y = make_case_data(case)
+        times = {}
+        for b in backends:
+            net = case.network(backend=b)
+            f = net.bind(X, y)
+            W = net.init_weights(random_state=0)
+            times[b] = _time_call(lambda f=f, W=W: f(W), args.repeat)
+        if not args.no_sklearn:
+            try:
+                times["sklearn"] = _time_call(_sklearn_objective(case, X, y, W), args.repeat)
+            except Exception as exc:  # a private scikit-learn API that moved: report, don't fail
+                print(f"({name}: scikit-learn's _loss_grad_lbfgs unavailable: {type(exc).__name__}: {exc})")
+        row = f"{name:<12} {case.n_samples:>6} {net.n_params:>7} " + " ".join(
+            f"{1e3 * times[c]:>9.3f}" if c in times else f"{'n/a':>9}" for c in columns
+        )
+        if "sklearn" in times:
+            best = min(times[b] for b in backends)
+            row += f"  {times['sklearn'] / best:>14.1f}x"
+        print(row, flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- datasets
+def _cmd_datasets(args):
+    from .datasets import DATASETS, write
+
+    if args.list:
+        for d in DATASETS.values():
+            print(f"{d.name:<11} exercise {d.exercise:<5} {d.n_classes} classes  {d.description}")
+        return 0
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
+    for path in write(out):
+        print(path)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- main
+def main(argv=None):
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    try:
+        args = _build_parser().parse_args(argv)
+        return {"fit": _cmd_fit, "bench": _cmd_bench, "datasets": _cmd_datasets}[args.command](args)
+    except SystemExit as exc:  # --help and --version exit 0 through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:  # `fastbp ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("fastbp: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:
+            message = f"{exc.filename}: {exc.strerror}"
+        print(f"fastbp: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
