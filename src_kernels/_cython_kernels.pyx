@@ -1,0 +1,456 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: cdivision=True, nonecheck=False, embedsignature=True
+"""fastbp's compiled backpropagation kernel (the ``cython`` backend's engine).
+
+One source for float32 and float64 (the fused type ``floating``). Per call:
+
+1. the samples are cut into tiles of ``ld`` samples; each tile is held unit-major (the value of
+   unit j for sample s at ``P[j * ld + s]``), so the inner loops run over contiguous samples;
+2. the tiles are dealt out as contiguous blocks, one block per thread (``prange``); each thread
+   owns its scratch and its gradient buffer, and the buffers are summed in block order, so the
+   result is bit-identical for a given thread count;
+3. per tile, as in the lab (exercise 5a): forward ``a^{l+1} = W_l^T z^l + b_l``,
+   ``z^{l+1} = σ(a^{l+1})``; at the output ``δ^L = ∂ℓ/∂a^L`` (``y − t``, times the sample
+   weight); then down the layers ``∂loss/∂w_ij += δ_j z_i`` and ``δ^l = σ'(a^l) ⊙ (W_l δ^{l+1})``.
+
+Wide layers (``n_in * n_out >= blas_min``) go through BLAS (``scipy.linalg.cython_blas``) on
+the tile; the others through the register-blocked loops of ``fb_simd.h``. Nothing scales with
+the number of samples except the loops.
+"""
+
+cimport cython
+from cython.parallel cimport prange
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+ctypedef Py_ssize_t idx
+
+cdef extern from "fb_simd.h" nogil:
+    enum: FB_LANES
+    void fb_matmul_tile_d(const double *M, idx so, idx si, const double *bias, const double *Zin,
+                          idx n_in, double *Aout, idx n_out, idx nsp, idx ld)
+    void fb_matmul_tile_f(const float *M, idx so, idx si, const float *bias, const float *Zin,
+                          idx n_in, float *Aout, idx n_out, idx nsp, idx ld)
+    void fb_grad_tile_d(const double *Z, idx n_in, const double *D, idx n_out, double *dW,
+                        double *db, idx nsp, idx ld)
+    void fb_grad_tile_f(const float *Z, idx n_in, const float *D, idx n_out, double *dW,
+                        double *db, idx nsp, idx ld)
+    void fb_bias_grad_tile_d(const double *D, idx n_out, double *db, idx nsp, idx ld)
+    void fb_bias_grad_tile_f(const float *D, idx n_out, double *db, idx nsp, idx ld)
+    void fb_activate_d(int act, double *A, idx n, idx nsp, idx ld)
+    void fb_activate_f(int act, float *A, idx n, idx nsp, idx ld)
+    void fb_dactivate_d(int act, const double *Z, double *D, idx n, idx nsp, idx ld)
+    void fb_dactivate_f(int act, const float *Z, float *D, idx n, idx nsp, idx ld)
+    double fb_output_tile_d(int out, const double *A, idx m, const double *Tt, const double *sw,
+                            double *D, idx ns, idx nsp, idx ld, double *work)
+    double fb_output_tile_f(int out, const float *A, idx m, const float *Tt, const double *sw,
+                            float *D, idx ns, idx nsp, idx ld, double *work)
+    void fb_load_tile_d(const double *X, idx n_in, double *Z, idx ns, idx nsp, idx ld)
+    void fb_load_tile_f(const float *X, idx n_in, float *Z, idx ns, idx nsp, idx ld)
+    void fb_add_bias_d(double *A, const double *b, idx n, idx nsp, idx ld)
+    void fb_add_bias_f(float *A, const float *b, idx n, idx nsp, idx ld)
+    double fb_exp(double x)
+    double fb_tanh(double x)
+    double fb_logistic(double x)
+    double fb_log1p_unit(double x)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FB_HAVE_OPENMP 1
+    #else
+    #define FB_HAVE_OPENMP 0
+    #endif
+    """
+    int FB_HAVE_OPENMP
+
+ctypedef fused floating:
+    float
+    double
+
+#: True when the extension was compiled with OpenMP (threads); False for the serial fallback.
+HAVE_OPENMP = bool(FB_HAVE_OPENMP)
+
+cdef enum:
+    MAX_LAYERS = 64  # deepest network the fixed-size plan holds
+
+
+cdef struct Plan:
+    # the network
+    int n_layers               # weight layers L (len(layer_sizes) - 1)
+    int act, out               # activation and output codes (fastbp.layout)
+    idx sizes[MAX_LAYERS + 1]
+    idx coef_off[MAX_LAYERS]   # start of coef_l in W (row-major (n_in, n_out))
+    idx int_off[MAX_LAYERS]    # start of intercept_l in W
+    bint blas[MAX_LAYERS]      # layer l's tile products go through BLAS
+    idx n_params, n_coef
+    # the tiling
+    idx ld                     # lanes per tile (a multiple of FB_LANES)
+    idx buf_off[MAX_LAYERS + 1]  # offset of layer l's unit-major buffer in a thread's scratch
+    idx scratch_len            # elements (floating) of a thread's activation + delta scratch
+    idx gtmp_len               # floats of a thread's sgemm gradient scratch (float32 + BLAS)
+
+
+# ------------------------------------------------------------------------------ BLAS on tiles
+# A tile matrix P (units x ld, unit-major) is, to column-major BLAS, a (ld x units) matrix with
+# leading dimension ld; coef_l, row-major (n_in, n_out), is a column-major (n_out x n_in) matrix
+# with leading dimension n_out, i.e. W^T.
+
+cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a, int lda,
+                       const floating *b, int ldb, floating beta, floating *c,
+                       int ldc) noexcept nogil:
+    """c = op(a) op(b) + beta c, column-major, through dgemm or sgemm."""
+    cdef floating one = 1
+    if floating is double:
+        dgemm(&ta, &tb, &m, &n, &k, &one, <double *>a, &lda, <double *>b, &ldb, &beta, c, &ldc)
+    else:
+        sgemm(&ta, &tb, &m, &n, &k, &one, <float *>a, &lda, <float *>b, &ldb, &beta, c, &ldc)
+
+
+# ------------------------------------------------------------------------ one block of samples
+cdef double _block(const Plan *p, const floating *W, const floating *X, const floating *T,
+                   const double *sw, idx s_begin, idx s_end, double *g,
+                   floating *buf, floating *dbuf, float *gtmp, double *work) noexcept nogil:
+    """Loss (weighted sum) of samples [s_begin, s_end); their gradient is added into g.
+
+    buf holds every layer's unit-major tile (z^0 ... z^{L-1}, then a^L); dbuf the deltas.
+    """
+    cdef int L = p.n_layers, l
+    cdef idx ld = p.ld, s0, ns, nsp, n_in, n_out, i, j
+    cdef idx n_outputs = p.sizes[L]
+    cdef double loss = 0.0
+    cdef floating *Z
+    cdef floating *A
+    cdef floating *D
+    cdef floating *Dp
+    cdef const floating *Wl
+    cdef const floating *Xt
+    cdef double *gW
+    cdef double *gb
+    cdef bint x_direct = p.blas[0]  # layer 0 reads X in place through BLAS (no transposed copy)
+    cdef floating zero = 0
+    cdef char cN = b'N', cT = b'T'
+
+    s0 = s_begin
+    while s0 < s_end:
+        ns = min(ld, s_end - s0)
+        nsp = (ns + FB_LANES - 1) // FB_LANES * FB_LANES
+        Xt = X + s0 * p.sizes[0]
+
+        # ---- forward: a^{l+1} = W_l^T z^l + b_l, z^{l+1} = σ(a^{l+1}) (a^L stays a)
+        if not x_direct:
+            if floating is double:
+                fb_load_tile_d(Xt, p.sizes[0], buf, ns, nsp, ld)
+            else:
+                fb_load_tile_f(Xt, p.sizes[0], buf, ns, nsp, ld)
+        for l in range(L):
+            n_in = p.sizes[l]
+            n_out = p.sizes[l + 1]
+            Wl = W + p.coef_off[l]
+            Z = buf + p.buf_off[l]
+            A = buf + p.buf_off[l + 1]
+            if p.blas[l]:
+                if l == 0:  # X rows are, to BLAS, a column-major (n_in x ns) matrix: X^T
+                    _gemm(cT, cT, <int>ns, <int>n_out, <int>n_in, <floating *>Xt,
+                          <int>n_in, <floating *>Wl, <int>n_out, zero, A, <int>ld)
+                else:
+                    _gemm(cN, cT, <int>nsp, <int>n_out, <int>n_in, Z, <int>ld,
+                          <floating *>Wl, <int>n_out, zero, A, <int>ld)
+                if floating is double:
+                    fb_add_bias_d(A, W + p.int_off[l], n_out, nsp, ld)
+                else:
+                    fb_add_bias_f(A, W + p.int_off[l], n_out, nsp, ld)
+            else:
+                if floating is double:
+                    fb_matmul_tile_d(Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
+                else:
+                    fb_matmul_tile_f(Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
+            if l < L - 1:
+                if floating is double:
+                    fb_activate_d(p.act, A, n_out, nsp, ld)
+                else:
+                    fb_activate_f(p.act, A, n_out, nsp, ld)
+
+        # ---- output: δ^L = ∂ℓ/∂a^L (= y − t), times the sample weight; padding lanes get 0
+        A = buf + p.buf_off[L]
+        D = dbuf + p.buf_off[L]
+        if floating is double:
+            loss += fb_output_tile_d(p.out, A, n_outputs, T + s0 * n_outputs,
+                                     sw + s0 if sw != NULL else NULL, D, ns, nsp, ld, work)
+        else:
+            loss += fb_output_tile_f(p.out, A, n_outputs, T + s0 * n_outputs,
+                                     sw + s0 if sw != NULL else NULL, D, ns, nsp, ld, work)
+
+        # ---- backward: ∂loss/∂w_ij += δ_j z_i; δ^l = σ'(a^l) ⊙ (W_l δ^{l+1})
+        for l in range(L - 1, -1, -1):
+            n_in = p.sizes[l]
+            n_out = p.sizes[l + 1]
+            Wl = W + p.coef_off[l]
+            Z = buf + p.buf_off[l]
+            D = dbuf + p.buf_off[l + 1]
+            gW = g + p.coef_off[l]
+            gb = g + p.int_off[l]
+            if p.blas[l]:
+                # gW^T (n_out x n_in, col-major) += D^T Z
+                if floating is double:
+                    if l == 0 and x_direct:  # X_tile is, to BLAS, X^T
+                        _gemm(cT, cT, <int>n_out, <int>n_in, <int>ns, D, <int>ld, Xt,
+                              <int>n_in, 1.0, gW, <int>n_out)
+                    else:
+                        _gemm(cT, cN, <int>n_out, <int>n_in, <int>nsp, D, <int>ld, Z,
+                              <int>ld, 1.0, gW, <int>n_out)
+                    fb_bias_grad_tile_d(D, n_out, gb, nsp, ld)
+                else:
+                    # float32: the tile's product in float32, accumulated into g in float64
+                    if l == 0 and x_direct:
+                        _gemm(cT, cT, <int>n_out, <int>n_in, <int>ns, D, <int>ld,
+                              <float *>Xt, <int>n_in, zero, gtmp, <int>n_out)
+                    else:
+                        _gemm(cT, cN, <int>n_out, <int>n_in, <int>nsp, D, <int>ld, Z,
+                              <int>ld, zero, gtmp, <int>n_out)
+                    for i in range(n_in * n_out):
+                        gW[i] += gtmp[i]
+                    fb_bias_grad_tile_f(D, n_out, gb, nsp, ld)
+            else:
+                if floating is double:
+                    fb_grad_tile_d(Z, n_in, D, n_out, gW, gb, nsp, ld)
+                else:
+                    fb_grad_tile_f(Z, n_in, D, n_out, gW, gb, nsp, ld)
+            if l > 0:
+                Dp = dbuf + p.buf_off[l]
+                if p.blas[l]:  # Dp (ld x n_in) = D (ld x n_out) W^T^T
+                    _gemm(cN, cN, <int>nsp, <int>n_in, <int>n_out, D, <int>ld,
+                          <floating *>Wl, <int>n_out, zero, Dp, <int>ld)
+                else:
+                    if floating is double:
+                        fb_matmul_tile_d(Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
+                    else:
+                        fb_matmul_tile_f(Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
+                if floating is double:
+                    fb_dactivate_d(p.act, Z, Dp, n_in, nsp, ld)
+                else:
+                    fb_dactivate_f(p.act, Z, Dp, n_in, nsp, ld)
+        s0 += ns
+    return loss
+
+
+cdef int _block_task(const Plan *p, const floating *W, const floating *X, const floating *T,
+                     const double *sw, idx s_begin, idx s_end, double *g,
+                     double *loss_out) noexcept nogil:
+    """One thread's share: its own scratch, freed before it returns. 0, or -1 when out of memory."""
+    cdef floating *buf = <floating *>calloc(2 * p.scratch_len, sizeof(floating))
+    cdef double *work = <double *>malloc(3 * p.ld * sizeof(double))
+    cdef float *gtmp = NULL
+    if p.gtmp_len > 0:
+        gtmp = <float *>malloc(p.gtmp_len * sizeof(float))
+    if buf == NULL or work == NULL or (p.gtmp_len > 0 and gtmp == NULL):
+        free(buf)
+        free(work)
+        free(gtmp)
+        return -1
+    loss_out[0] = _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.scratch_len, gtmp,
+                         work)
+    free(buf)
+    free(work)
+    free(gtmp)
+    return 0
+
+
+cdef int _run(const Plan *p, const floating *W, const floating *X, const floating *T,
+              const double *sw, idx n, int n_blocks, double *grad, double *loss) noexcept nogil:
+    """Loss and unscaled gradient (into grad, zeroed here) over all n samples in n_blocks blocks."""
+    cdef idx n_tiles = (n + p.ld - 1) // p.ld
+    cdef int b, failed = 0
+    cdef idx k, P = p.n_params
+    cdef double *gbufs
+    cdef double *losses
+    cdef int *status
+    memset(grad, 0, P * sizeof(double))
+    if n_blocks <= 1:
+        return _block_task(p, W, X, T, sw, 0, n, grad, loss)
+    # block b takes tiles [b n_tiles / B, (b + 1) n_tiles / B): the split depends on n and B only
+    gbufs = <double *>calloc((n_blocks - 1) * P, sizeof(double))
+    losses = <double *>calloc(n_blocks, sizeof(double))
+    status = <int *>calloc(n_blocks, sizeof(int))
+    if gbufs == NULL or losses == NULL or status == NULL:
+        free(gbufs)
+        free(losses)
+        free(status)
+        return -1
+    for b in prange(n_blocks, schedule='static', chunksize=1, num_threads=n_blocks):
+        status[b] = _block_task(
+            p, W, X, T, sw,
+            min(n, (b * n_tiles // n_blocks) * p.ld),
+            min(n, ((b + 1) * n_tiles // n_blocks) * p.ld),
+            grad if b == 0 else gbufs + (b - 1) * P,
+            &losses[b])
+    # reduce in block order: bit-identical for a given number of blocks
+    loss[0] = losses[0]
+    for b in range(1, n_blocks):
+        failed |= status[b]
+        loss[0] += losses[b]
+        for k in range(P):
+            grad[k] += gbufs[(b - 1) * P + k]
+    failed |= status[0]
+    free(gbufs)
+    free(losses)
+    free(status)
+    return failed
+
+
+# ---------------------------------------------------------------------------- the Python face
+cdef class CythonKernel:
+    """The bound kernel of one layout: ``kernel(W, X, T, sample_weight, scale, l2)``.
+
+    See :mod:`fastbp.backends` for the protocol. Built by :func:`make_kernel`; everything that
+    does not depend on the data is computed there, once.
+    """
+
+    cdef Plan plan
+    cdef readonly int n_threads
+    cdef readonly bint float32
+    cdef readonly idx tile
+    cdef readonly idx min_samples_per_thread
+    cdef readonly object blas_layers
+
+    def __call__(self, const double[::1] W, X, T, sample_weight, double scale, double l2):
+        cdef idx n = X.shape[0]
+        cdef int n_blocks = self._n_blocks(n)
+        cdef object grad = np.empty(self.plan.n_params, dtype=np.float64)
+        cdef double[::1] g = grad
+        cdef const double[::1] sw
+        cdef const double *swp = NULL
+        cdef double loss = 0.0, penalty = 0.0
+        cdef int rc
+        cdef idx k, P = self.plan.n_params, n_coef = self.plan.n_coef
+        if sample_weight is not None:
+            sw = sample_weight
+            swp = &sw[0]
+        if self.float32:
+            rc = self._call_f(W, X, T, swp, n, n_blocks, &g[0], &loss)
+        else:
+            rc = self._call_d(W, X, T, swp, n, n_blocks, &g[0], &loss)
+        if rc != 0:
+            raise MemoryError("the cython kernel could not allocate its per-thread scratch")
+        # grad = scale Σ s_n ∂ℓ_n/∂W + 2 λ W (coefficients only); loss likewise
+        with nogil:
+            for k in range(P):
+                g[k] *= scale
+            if l2 != 0.0:
+                for k in range(n_coef):
+                    g[k] += (2.0 * l2) * W[k]
+                    penalty += W[k] * W[k]
+        return scale * loss + l2 * penalty, grad
+
+    cdef int _call_d(self, const double[::1] W, const double[:, ::1] X, const double[:, ::1] T,
+                     const double *sw, idx n, int n_blocks, double *g, double *loss):
+        with nogil:
+            return _run(&self.plan, &W[0], &X[0, 0], &T[0, 0], sw, n, n_blocks, g, loss)
+
+    cdef int _call_f(self, const double[::1] W, const float[:, ::1] X, const float[:, ::1] T,
+                     const double *sw, idx n, int n_blocks, double *g, double *loss):
+        cdef idx k, P = self.plan.n_params
+        cdef int rc
+        cdef float *Wf = <float *>malloc(P * sizeof(float))  # W rounded to the compute dtype
+        if Wf == NULL:
+            return -1
+        with nogil:
+            for k in range(P):
+                Wf[k] = <float>W[k]
+            rc = _run(&self.plan, Wf, &X[0, 0], &T[0, 0], sw, n, n_blocks, g, loss)
+        free(Wf)
+        return rc
+
+    cpdef int _n_blocks(self, idx n):
+        """Threads used on n samples: enough samples per thread to pay for starting it."""
+        cdef idx by_size = n // self.min_samples_per_thread
+        cdef idx by_tiles = (n + self.plan.ld - 1) // self.plan.ld
+        return <int>max(1, min(self.n_threads, by_size, by_tiles))
+
+
+def make_kernel(layer_sizes, int activation_code, int output_code, bint float32, int n_threads,
+                idx tile, idx blas_min, idx min_samples_per_thread, bint serial_blas):
+    """Precompute the plan of one network and return its :class:`CythonKernel`.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+    activation_code, output_code : int
+        Codes of :data:`fastbp.layout.ACTIVATIONS` and :data:`fastbp.layout.OUTPUTS`.
+    float32 : bool
+        Compute in float32 (accumulating in float64) instead of float64.
+    n_threads : int
+        Most threads a call may use (fewer on small calls, see ``min_samples_per_thread``).
+    tile : int
+        Samples per tile, rounded up to a multiple of 8.
+    blas_min : int
+        Layers with ``n_in * n_out >= blas_min`` multiply their tiles through BLAS.
+    min_samples_per_thread : int
+        A call on n samples uses at most ``n // min_samples_per_thread`` threads.
+    serial_blas : bool
+        Run the tiles on one thread and leave the parallelism to BLAS (very wide layers).
+    """
+    cdef CythonKernel k = CythonKernel.__new__(CythonKernel)
+    cdef int L = len(layer_sizes) - 1, l
+    cdef idx off, width_sum, n_coef
+    if L < 1 or L > MAX_LAYERS:
+        raise ValueError(f"the cython kernel takes 1 to {MAX_LAYERS} weight layers, got {L}")
+    if tile < 1 or n_threads < 1 or min_samples_per_thread < 1:
+        raise ValueError("tile, n_threads and min_samples_per_thread must be positive")
+    k.plan.n_layers = L
+    k.plan.act = activation_code
+    k.plan.out = output_code
+    k.plan.ld = (tile + FB_LANES - 1) // FB_LANES * FB_LANES
+    for l in range(L + 1):
+        k.plan.sizes[l] = layer_sizes[l]
+    n_coef = 0
+    for l in range(L):
+        k.plan.coef_off[l] = n_coef
+        n_coef += k.plan.sizes[l] * k.plan.sizes[l + 1]
+    off = n_coef
+    for l in range(L):
+        k.plan.int_off[l] = off
+        off += k.plan.sizes[l + 1]
+    k.plan.n_coef = n_coef
+    k.plan.n_params = off
+    k.plan.gtmp_len = 0
+    blas = []
+    for l in range(L):
+        k.plan.blas[l] = k.plan.sizes[l] * k.plan.sizes[l + 1] >= blas_min
+        if k.plan.blas[l]:
+            blas.append(l)
+            if float32:
+                k.plan.gtmp_len = max(k.plan.gtmp_len, k.plan.sizes[l] * k.plan.sizes[l + 1])
+    width_sum = 0
+    for l in range(L + 1):
+        k.plan.buf_off[l] = width_sum * k.plan.ld
+        width_sum += k.plan.sizes[l]
+    k.plan.scratch_len = width_sum * k.plan.ld
+    k.n_threads = 1 if (serial_blas or not FB_HAVE_OPENMP) else n_threads
+    k.float32 = float32
+    k.tile = k.plan.ld
+    k.min_samples_per_thread = min_samples_per_thread
+    k.blas_layers = tuple(blas)
+    return k
+
+
+def vector_math(str name, x):
+    """``name`` in {"exp", "tanh", "logistic", "log1p_unit"} applied elementwise with the
+    kernel's own vectorizable functions (float64 in, float64 out): for tests."""
+    cdef double[::1] v = np.ascontiguousarray(x, dtype=np.float64).copy()
+    cdef idx i
+    cdef int code = {"exp": 0, "tanh": 1, "logistic": 2, "log1p_unit": 3}[name]
+    for i in range(v.shape[0]):
+        if code == 0:
+            v[i] = fb_exp(v[i])
+        elif code == 1:
+            v[i] = fb_tanh(v[i])
+        elif code == 2:
+            v[i] = fb_logistic(v[i])
+        else:
+            v[i] = fb_log1p_unit(v[i])
+    return np.asarray(v)
