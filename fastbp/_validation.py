@@ -34,7 +34,15 @@ def check_X(X, layout):
             f"X has {X.shape[1]} columns but the network has {layout.n_inputs} inputs "
             f"(layer_sizes[0])"
         )
-    return np.ascontiguousarray(X, dtype=layout.dtype)
+    return _cast_finite(X, layout.dtype, "X")
+
+
+def _cast_finite(arr, dtype, name):
+    """``arr`` as C-contiguous ``dtype``; an error when a finite float64 overflows float32."""
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype != arr.dtype and not np.isfinite(out).all():
+        raise ValueError(f"{name} holds values beyond the range of {np.dtype(dtype).name}")
+    return out
 
 
 def _as_numeric(y, name):
@@ -94,7 +102,7 @@ def check_targets(y, layout, n_samples):
                 raise ValueError(
                     "y: softmax targets given as rows must be one-hot or probability rows summing to 1"
                 )
-    return np.ascontiguousarray(y, dtype=layout.dtype)
+    return _cast_finite(y, layout.dtype, "y")
 
 
 def check_sample_weight(sample_weight, n_samples):
@@ -122,9 +130,12 @@ def check_weights(W, n_params):
         if sp.issparse(W):
             raise TypeError("W must be a dense 1-D array")
         try:
-            W = np.ascontiguousarray(W, dtype=np.float64)
+            W = np.asarray(W)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"W must be a 1-D array of numbers: {exc}") from None
+            raise TypeError(f"W must be a 1-D array of real numbers: {exc}") from None
+        if W.dtype.kind not in "biuf":
+            raise TypeError(f"W must be a 1-D array of real numbers, got dtype {W.dtype}")
+        W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 1 or W.shape[0] != n_params:
         raise ValueError(f"W must be 1-D with n_params = {n_params} entries, got shape {W.shape}")
     # a finite sum proves every entry finite; only an inf/NaN (or an overflow) takes the slow check

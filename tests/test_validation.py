@@ -365,11 +365,6 @@ def test_sample_weight_forms_agree(backend):
 # ------------------------------------------------------------------- known gaps (reported)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_weights casts complex W to float64, silently dropping the imaginary part "
-    "(a ComplexWarning, an error under this test config); it should raise TypeError naming W",
-)
 def test_complex_W_is_refused():
     sizes, W, X, y, _ = good()
     net = fastbp.Network(sizes)
@@ -379,11 +374,6 @@ def test_complex_W_is_refused():
             net.loss_and_grad(W + 1j, X, y)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_X checks finiteness before casting to float32, so finite float64 X beyond float32's "
-    "range becomes inf and the loss NaN; it should raise ValueError naming X",
-)
 def test_float32_network_refuses_X_beyond_float32_range():
     sizes, W, X, y, _ = good()
     net = fastbp.Network(sizes, dtype=np.float32)
