@@ -64,7 +64,8 @@ def extensions():
     import numpy as np
     from Cython.Build import cythonize
 
-    opt = [] if sys.platform == "win32" else ["-O3"]
+    # -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
+    opt = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]
     ext = Extension(
         "fastbp.backends._cython_kernels",
         sources=["src_kernels/_cython_kernels.pyx"],

@@ -243,7 +243,7 @@ cdef int _block_task(const Plan *p, const floating *W, const floating *X, const 
                      double *loss_out) noexcept nogil:
     """One thread's share: its own scratch, freed before it returns. 0, or -1 when out of memory."""
     cdef floating *buf = <floating *>calloc(2 * p.scratch_len, sizeof(floating))
-    cdef double *work = <double *>malloc(3 * p.ld * sizeof(double))
+    cdef double *work = <double *>malloc(4 * p.ld * sizeof(double))
     cdef float *gtmp = NULL
     if p.gtmp_len > 0:
         gtmp = <float *>malloc(p.gtmp_len * sizeof(float))

@@ -30,92 +30,125 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(FB_NO_DISPATCH)
 /* one clone per instruction set, chosen once by the dynamic loader (ifunc) */
-#define FB_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "fma", "default")))
+#define FB_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FB_DISPATCH
+#endif
+
+/* Every helper taking or returning a vector is forced inline: each target_clones clone then
+ * compiles it for its own instruction set, and no vector crosses a call (whose ABI differs
+ * between clones). */
+#if defined(__GNUC__)
+#define FB_INLINE static inline __attribute__((always_inline))
+#else
+#define FB_INLINE static inline
 #endif
 
 #define FB_LANES 8 /* tiles are padded to a multiple of this many lanes */
 
 typedef ptrdiff_t fb_idx;
 
-/* ------------------------------------------------------------------------ scalar building blocks */
+/* ---------------------------------------------------------------------------------- 8-lane vectors
+ * GCC/Clang vector extensions: one fb_vd is 8 doubles (two AVX2 registers, one AVX-512 register,
+ * four SSE2 registers: each target_clones clone maps it to its own instruction set). */
+typedef double fb_vd __attribute__((vector_size(64)));
+typedef float fb_vf __attribute__((vector_size(32)));
+typedef long long fb_vl __attribute__((vector_size(64)));
 
-static inline double fb_as_double(int64_t i) { double d; memcpy(&d, &i, 8); return d; }
-static inline int64_t fb_as_int(double d) { int64_t i; memcpy(&i, &d, 8); return i; }
-
-/* 2^k for an integral double k in [-1022, 1023], built from the exponent bits. Adding
- * 0x1.8p52 puts k in the low mantissa bits; subtracting the shifter's bits recovers it as int64. */
-static inline double fb_pow2i(double k)
+FB_INLINE fb_vd fb_ld_d(const double *p) { fb_vd v; memcpy(&v, p, sizeof v); return v; }
+FB_INLINE void fb_st_d(double *p, fb_vd v) { memcpy(p, &v, sizeof v); }
+FB_INLINE fb_vf fb_ld_f(const float *p) { fb_vf v; memcpy(&v, p, sizeof v); return v; }
+FB_INLINE void fb_st_f(float *p, fb_vf v) { memcpy(p, &v, sizeof v); }
+/* lanes to double and back (identity for double) */
+FB_INLINE fb_vd fb_wide_d(fb_vd v) { return v; }
+FB_INLINE fb_vd fb_wide_f(fb_vf v)
 {
-    const double shifter = 6755399441055744.0; /* 0x1.8p52 */
-    int64_t ki = fb_as_int(k + shifter) - fb_as_int(shifter);
-    return fb_as_double((ki + 1023) << 52);
+    return (fb_vd){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+}
+FB_INLINE fb_vd fb_narrow_d(fb_vd v) { return v; }
+FB_INLINE fb_vf fb_narrow_f(fb_vd v)
+{
+    return (fb_vf){(float)v[0], (float)v[1], (float)v[2], (float)v[3],
+                   (float)v[4], (float)v[5], (float)v[6], (float)v[7]};
+}
+FB_INLINE fb_vd fb_bc(double x) { return (fb_vd){x, x, x, x, x, x, x, x}; }
+/* m ? x : y lane by lane, m a comparison result (all ones or all zeros per lane) */
+FB_INLINE fb_vd fb_sel(fb_vl m, fb_vd x, fb_vd y) { return (fb_vd)((m & (fb_vl)x) | (~m & (fb_vl)y)); }
+/* the fixed-order sum of the 8 lanes */
+FB_INLINE double fb_hsum(fb_vd v)
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
-/* exp(r) - 1 for |r| <= ln2/2: r + r^2 (1/2! + r/3! + ... + r^11/13!), truncation < 1e-17 */
-static inline double fb_expm1_small(double r)
-{
-    double p = 1.0 / 6227020800.0;     /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;     /* 1/12! */
-    p = p * r + 1.0 / 39916800.0;      /* 1/11! */
-    p = p * r + 1.0 / 3628800.0;       /* 1/10! */
-    p = p * r + 1.0 / 362880.0;        /* 1/9! */
-    p = p * r + 1.0 / 40320.0;         /* 1/8! */
-    p = p * r + 1.0 / 5040.0;          /* 1/7! */
-    p = p * r + 1.0 / 720.0;           /* 1/6! */
-    p = p * r + 1.0 / 120.0;           /* 1/5! */
-    p = p * r + 1.0 / 24.0;            /* 1/4! */
-    p = p * r + 1.0 / 6.0;             /* 1/3! */
-    p = p * r + 0.5;                   /* 1/2! */
-    return r + (r * r) * p;
-}
-
-/* Range reduction x = k ln2 + r. k is split in two halves k1 + k2 so that 2^k1 2^k2 reaches
- * both overflow (x > 709.78 gives inf) and gradual underflow (subnormals, then 0). */
+/* ------------------------------------------------------------------- transcendental functions */
 #define FB_LN2_HI 6.93147180369123816490e-01 /* ln2 with trailing zero bits: k * LN2_HI is exact */
 #define FB_LN2_LO 1.90821492927058770002e-10
 #define FB_LOG2E 1.44269504088896338700e+00
+#define FB_SHIFTER 6755399441055744.0 /* 0x1.8p52: x + it - it rounds x to an integer */
 
-static inline double fb_exp(double x)
+/* 2^k for integral k in [-1022, 1023], built from the exponent bits: adding the shifter puts k
+ * in the low mantissa bits, subtracting the shifter's bits recovers it as an integer */
+FB_INLINE fb_vd fb_pow2i(fb_vd k)
 {
-    const double shifter = 6755399441055744.0;
-    double xc = x > 710.0 ? 710.0 : (x < -746.0 ? -746.0 : x); /* NaN passes through */
-    double k = (xc * FB_LOG2E + shifter) - shifter;             /* round to nearest */
-    double r = (xc - k * FB_LN2_HI) - k * FB_LN2_LO;
-    double k1 = (k * 0.5 + shifter) - shifter;
-    double k2 = k - k1;
-    return ((1.0 + fb_expm1_small(r)) * fb_pow2i(k1)) * fb_pow2i(k2);
+    fb_vl ki = (fb_vl)(k + FB_SHIFTER) - (fb_vl)fb_bc(FB_SHIFTER);
+    return (fb_vd)((ki + 1023) << 52);
 }
 
-/* expm1(x) for x <= 0 (all the kernel needs: tanh): 2^k expm1(r) + (2^k - 1), exact when k = 0 */
-static inline double fb_expm1_neg(double x)
+/* exp(r) - 1 for |r| <= ln2/2: r + r^2 (1/2! + r/3! + ... + r^11/13!), truncation < 1e-17 */
+FB_INLINE fb_vd fb_expm1_small(fb_vd r)
 {
-    const double shifter = 6755399441055744.0;
-    double xc = x < -60.0 ? -60.0 : x; /* expm1(-60) = -1 to double precision */
-    double k = (xc * FB_LOG2E + shifter) - shifter;
-    double r = (xc - k * FB_LN2_HI) - k * FB_LN2_LO;
-    double s = fb_pow2i(k);
-    return s * fb_expm1_small(r) + (s - 1.0);
+    fb_vd p = fb_bc(1.0 / 6227020800.0);
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    return r + (r * r) * p;
 }
 
-/* tanh(x) = sign(x) * (-m) / (2 + m), m = expm1(-2|x|): no cancellation near 0 */
-static inline double fb_tanh(double x)
+/* exp(x) = 2^k1 2^k2 exp(r), x = k ln2 + r, k = k1 + k2: the split reaches overflow (inf above
+ * 709.78) and gradual underflow (subnormals, then 0) with normal 2^k1, 2^k2. NaN stays NaN. */
+FB_INLINE fb_vd fb_vexp(fb_vd x)
 {
-    double m = fb_expm1_neg(-2.0 * fabs(x));
-    double t = -m / (2.0 + m);
-    return x < 0.0 ? -t : t;
+    fb_vd xc = fb_sel(x > 710.0, fb_bc(710.0), x);
+    xc = fb_sel(xc < -746.0, fb_bc(-746.0), xc);
+    fb_vd k = (xc * FB_LOG2E + FB_SHIFTER) - FB_SHIFTER;
+    fb_vd r = (xc - k * FB_LN2_HI) - k * FB_LN2_LO;
+    fb_vd k1 = (k * 0.5 + FB_SHIFTER) - FB_SHIFTER;
+    return ((1.0 + fb_expm1_small(r)) * fb_pow2i(k1)) * fb_pow2i(k - k1);
 }
 
-/* 1 / (1 + exp(-x)): relative accuracy on both tails, 0 and 1 at the extremes */
-static inline double fb_logistic(double x) { return 1.0 / (1.0 + fb_exp(-x)); }
+/* tanh(x) = sign(x) (-m) / (2 + m), m = expm1(-2|x|) = 2^k expm1(r) + (2^k - 1): exact
+ * relative accuracy near 0 (k = 0 there), no overflow (the argument is <= 0, clamped at -60) */
+FB_INLINE fb_vd fb_vtanh(fb_vd x)
+{
+    fb_vl sign = (fb_vl)x & (fb_vl)fb_bc(-0.0);
+    fb_vd a = (fb_vd)((fb_vl)x & ~(fb_vl)fb_bc(-0.0)); /* |x| */
+    fb_vd y = -2.0 * a;
+    y = fb_sel(y < -60.0, fb_bc(-60.0), y);
+    fb_vd k = (y * FB_LOG2E + FB_SHIFTER) - FB_SHIFTER;
+    fb_vd r = (y - k * FB_LN2_HI) - k * FB_LN2_LO;
+    fb_vd s = fb_pow2i(k);
+    fb_vd m = s * fb_expm1_small(r) + (s - 1.0);
+    fb_vd t = -m / (2.0 + m);
+    return (fb_vd)((fb_vl)t | sign);
+}
+
+/* 1 / (1 + exp(-x)): relative accuracy on both tails */
+FB_INLINE fb_vd fb_vlogistic(fb_vd x) { return 1.0 / (1.0 + fb_vexp(-x)); }
 
 /* log1p(e) for e in [0, 1]: 2 atanh(f), f = e / (2 + e) in [0, 1/3]; 18 odd terms, < 1e-17 */
-static inline double fb_log1p_unit(double e)
+FB_INLINE fb_vd fb_vlog1p_unit(fb_vd e)
 {
-    double f = e / (2.0 + e);
-    double f2 = f * f;
-    double p = 1.0 / 35.0;
+    fb_vd f = e / (2.0 + e);
+    fb_vd f2 = f * f;
+    fb_vd p = fb_bc(1.0 / 35.0);
     p = p * f2 + 1.0 / 33.0;
     p = p * f2 + 1.0 / 31.0;
     p = p * f2 + 1.0 / 29.0;
@@ -135,192 +168,202 @@ static inline double fb_log1p_unit(double e)
     return 2.0 * (f + f * (f2 * p));
 }
 
+/* scalar entry points (tests): lane 0 of the vector functions */
+static inline double fb_exp(double x) { return fb_vexp(fb_bc(x))[0]; }
+static inline double fb_tanh(double x) { return fb_vtanh(fb_bc(x))[0]; }
+static inline double fb_logistic(double x) { return fb_vlogistic(fb_bc(x))[0]; }
+static inline double fb_log1p_unit(double x) { return fb_vlog1p_unit(fb_bc(x))[0]; }
+
 /* Hidden activation codes, as fastbp.layout.ACTIVATIONS orders them */
 enum { FB_IDENTITY = 0, FB_LOGISTIC = 1, FB_TANH = 2, FB_RELU = 3 };
 /* Output codes, as fastbp.layout.OUTPUTS orders them */
 enum { FB_OUT_IDENTITY = 0, FB_OUT_LOGISTIC = 1, FB_OUT_SOFTMAX = 2 };
 
-/* ------------------------------------------------------------------ the per-tile loops, per dtype */
-#define FB_DEFINE(T, SFX)                                                                         \
+/* ------------------------------------------------------------------ the per-tile loops, per dtype
+ * T the element type, VT its 8-lane vector, SFX the name suffix. */
+#define FB_DEFINE(T, VT, SFX)                                                                     \
                                                                                                   \
-/* Aout[o, s] = bias[o] + sum_c M[o*so + c*si] * Zin[c, s] for o < n_out, s < nsp.                \
- * Forward (a^{l+1} = W^T z^l + b): so = 1, si = n_out. Backward (W delta): so = n_out, si = 1,  \
- * bias NULL. Register blocked: 4 outputs x 8 lanes of accumulators over the inputs c. */         \
+/* Aout[o, s] = bias[o] + sum_c M[o*so + c*si] Zin[c, s], o < n_out, s < nsp.                     \
+ * Forward (a^{l+1} = W_l^T z^l + b_l): so = 1, si = n_out. Backward (W_l delta^{l+1}):           \
+ * so = n_out, si = 1, bias NULL. Register blocked: 4 outputs x 8 lanes accumulate over c. */     \
 FB_DISPATCH static void fb_matmul_tile_##SFX(const T *M, fb_idx so, fb_idx si, const T *bias,     \
                                              const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out,    \
                                              fb_idx nsp, fb_idx ld)                               \
 {                                                                                                 \
-    for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                                  \
-        fb_idx o = 0;                                                                             \
-        for (; o + 4 <= n_out; o += 4) {                                                          \
-            T acc[4][FB_LANES];                                                                   \
-            for (int q = 0; q < 4; q++)                                                           \
-                for (int k = 0; k < FB_LANES; k++) acc[q][k] = bias ? bias[o + q] : (T)0;         \
-            for (fb_idx c = 0; c < n_in; c++) {                                                   \
-                const T *z = Zin + c * ld + s;                                                    \
-                const T *m = M + o * so + c * si;                                                 \
-                T w0 = m[0], w1 = m[so], w2 = m[2 * so], w3 = m[3 * so];                          \
-                for (int k = 0; k < FB_LANES; k++) {                                              \
-                    acc[0][k] += w0 * z[k];                                                       \
-                    acc[1][k] += w1 * z[k];                                                       \
-                    acc[2][k] += w2 * z[k];                                                       \
-                    acc[3][k] += w3 * z[k];                                                       \
-                }                                                                                 \
+    fb_idx o = 0;                                                                                 \
+    for (; o + 4 <= n_out; o += 4) {                                                              \
+        T b0 = bias ? bias[o] : 0, b1 = bias ? bias[o + 1] : 0;                                   \
+        T b2 = bias ? bias[o + 2] : 0, b3 = bias ? bias[o + 3] : 0;                               \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                              \
+            VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
+            const T *m = M + o * so;                                                              \
+            for (fb_idx c = 0; c < n_in; c++, m += si) {                                          \
+                VT z = fb_ld_##SFX(Zin + c * ld + s);                                             \
+                a0 += m[0] * z;                                                                   \
+                a1 += m[so] * z;                                                                  \
+                a2 += m[2 * so] * z;                                                              \
+                a3 += m[3 * so] * z;                                                              \
             }                                                                                     \
-            for (int q = 0; q < 4; q++)                                                           \
-                for (int k = 0; k < FB_LANES; k++) Aout[(o + q) * ld + s + k] = acc[q][k];        \
+            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
+            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
+            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
+            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
         }                                                                                         \
-        for (; o < n_out; o++) {                                                                  \
-            T acc[FB_LANES];                                                                      \
-            for (int k = 0; k < FB_LANES; k++) acc[k] = bias ? bias[o] : (T)0;                    \
-            for (fb_idx c = 0; c < n_in; c++) {                                                   \
-                const T *z = Zin + c * ld + s;                                                    \
-                T w = M[o * so + c * si];                                                         \
-                for (int k = 0; k < FB_LANES; k++) acc[k] += w * z[k];                            \
-            }                                                                                     \
-            for (int k = 0; k < FB_LANES; k++) Aout[o * ld + s + k] = acc[k];                     \
+    }                                                                                             \
+    for (; o < n_out; o++) {                                                                      \
+        T b0 = bias ? bias[o] : 0;                                                                \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                              \
+            VT a0 = (VT){0} + b0;                                                                 \
+            const T *m = M + o * so;                                                              \
+            for (fb_idx c = 0; c < n_in; c++, m += si) a0 += m[0] * fb_ld_##SFX(Zin + c * ld + s);\
+            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* dW[i*n_out + j] += sum_s Z[i, s] D[j, s] and db[j] += sum_s D[j, s] over nsp lanes, in double:  \
- * dL/dw_ij = delta_j z_i summed over the tile. 8 lane accumulators, summed in a fixed order. */   \
+/* db[j] += sum_s D[j, s] over nsp lanes, in double */                                            \
+FB_DISPATCH static void fb_bias_grad_tile_##SFX(const T *D, fb_idx n_out, double *db, fb_idx nsp, \
+                                                fb_idx ld)                                        \
+{                                                                                                 \
+    for (fb_idx j = 0; j < n_out; j++) {                                                          \
+        fb_vd a = {0};                                                                            \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) a += fb_wide_##SFX(fb_ld_##SFX(D + j * ld + s));\
+        db[j] += fb_hsum(a);                                                                      \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* dW[i*n_out + j] += sum_s Z[i, s] D[j, s] (dL/dw_ij = delta_j z_i over the tile) and the bias   \
+ * part, in double: 8 lane accumulators per weight, 4 weights at a time, summed in fixed order. */\
 FB_DISPATCH static void fb_grad_tile_##SFX(const T *Z, fb_idx n_in, const T *D, fb_idx n_out,     \
                                            double *dW, double *db, fb_idx nsp, fb_idx ld)         \
 {                                                                                                 \
     for (fb_idx i = 0; i < n_in; i++) {                                                           \
         const T *z = Z + i * ld;                                                                  \
+        double *g = dW + i * n_out;                                                               \
         fb_idx j = 0;                                                                             \
-        for (; j + 2 <= n_out; j += 2) {                                                          \
-            const T *d0 = D + j * ld, *d1 = d0 + ld;                                              \
-            double a0[FB_LANES] = {0}, a1[FB_LANES] = {0};                                        \
-            for (fb_idx s = 0; s < nsp; s += FB_LANES)                                            \
-                for (int k = 0; k < FB_LANES; k++) {                                              \
-                    double zk = (double)z[s + k];                                                 \
-                    a0[k] += zk * (double)d0[s + k];                                              \
-                    a1[k] += zk * (double)d1[s + k];                                              \
-                }                                                                                 \
-            dW[i * n_out + j] += ((a0[0] + a0[1]) + (a0[2] + a0[3])) +                            \
-                                 ((a0[4] + a0[5]) + (a0[6] + a0[7]));                             \
-            dW[i * n_out + j + 1] += ((a1[0] + a1[1]) + (a1[2] + a1[3])) +                        \
-                                     ((a1[4] + a1[5]) + (a1[6] + a1[7]));                         \
+        for (; j + 4 <= n_out; j += 4) {                                                          \
+            const T *d = D + j * ld;                                                              \
+            fb_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                         \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd zs = fb_wide_##SFX(fb_ld_##SFX(z + s));                                     \
+                a0 += zs * fb_wide_##SFX(fb_ld_##SFX(d + s));                                     \
+                a1 += zs * fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                                \
+                a2 += zs * fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                            \
+                a3 += zs * fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                            \
+            }                                                                                     \
+            g[j] += fb_hsum(a0);                                                                  \
+            g[j + 1] += fb_hsum(a1);                                                              \
+            g[j + 2] += fb_hsum(a2);                                                              \
+            g[j + 3] += fb_hsum(a3);                                                              \
         }                                                                                         \
         for (; j < n_out; j++) {                                                                  \
-            const T *d0 = D + j * ld;                                                             \
-            double a0[FB_LANES] = {0};                                                            \
+            fb_vd a0 = {0};                                                                       \
             for (fb_idx s = 0; s < nsp; s += FB_LANES)                                            \
-                for (int k = 0; k < FB_LANES; k++) a0[k] += (double)z[s + k] * (double)d0[s + k]; \
-            dW[i * n_out + j] += ((a0[0] + a0[1]) + (a0[2] + a0[3])) +                            \
-                                 ((a0[4] + a0[5]) + (a0[6] + a0[7]));                             \
+                a0 += fb_wide_##SFX(fb_ld_##SFX(z + s)) * fb_wide_##SFX(fb_ld_##SFX(D + j * ld + s));\
+            g[j] += fb_hsum(a0);                                                                  \
         }                                                                                         \
     }                                                                                             \
     fb_bias_grad_tile_##SFX(D, n_out, db, nsp, ld);                                               \
 }                                                                                                 \
                                                                                                   \
-/* the bias part alone (used after BLAS computed the weight part) */                              \
-FB_DISPATCH static void fb_bias_grad_tile_##SFX(const T *D, fb_idx n_out, double *db, fb_idx nsp, \
-                                                fb_idx ld)                                        \
-{                                                                                                 \
-    for (fb_idx j = 0; j < n_out; j++) {                                                          \
-        const T *d0 = D + j * ld;                                                                 \
-        double a0[FB_LANES] = {0};                                                                \
-        for (fb_idx s = 0; s < nsp; s += FB_LANES)                                                \
-            for (int k = 0; k < FB_LANES; k++) a0[k] += (double)d0[s + k];                        \
-        db[j] += ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));        \
-    }                                                                                             \
-}                                                                                                 \
-                                                                                                  \
 /* z = sigma(a) in place over n units x nsp lanes (rows ld apart) */                              \
 FB_DISPATCH static void fb_activate_##SFX(int act, T *A, fb_idx n, fb_idx nsp, fb_idx ld)         \
 {                                                                                                 \
-    for (fb_idx j = 0; j < n; j++) {                                                              \
-        T *a = A + j * ld;                                                                        \
-        if (act == FB_LOGISTIC)                                                                   \
-            for (fb_idx s = 0; s < nsp; s++) a[s] = (T)fb_logistic((double)a[s]);                 \
-        else if (act == FB_TANH)                                                                  \
-            for (fb_idx s = 0; s < nsp; s++) a[s] = (T)fb_tanh((double)a[s]);                     \
-        else if (act == FB_RELU)                                                                  \
-            for (fb_idx s = 0; s < nsp; s++) a[s] = a[s] > (T)0 ? a[s] : (T)0;                    \
-    }                                                                                             \
+    if (act == FB_IDENTITY) return;                                                               \
+    for (fb_idx j = 0; j < n; j++)                                                                \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                              \
+            T *p = A + j * ld + s;                                                                \
+            VT a = fb_ld_##SFX(p);                                                                \
+            if (act == FB_RELU) {                                                                 \
+                fb_st_##SFX(p, fb_narrow_##SFX(fb_sel(fb_wide_##SFX(a) > 0.0,                     \
+                                                      fb_wide_##SFX(a), fb_bc(0.0))));            \
+            } else {                                                                              \
+                fb_vd x = fb_wide_##SFX(a);                                                       \
+                fb_st_##SFX(p, fb_narrow_##SFX(act == FB_LOGISTIC ? fb_vlogistic(x)               \
+                                                                  : fb_vtanh(x)));                \
+            }                                                                                     \
+        }                                                                                         \
 }                                                                                                 \
                                                                                                   \
 /* delta *= sigma'(a), written from z = sigma(a), over n units x nsp lanes */                     \
 FB_DISPATCH static void fb_dactivate_##SFX(int act, const T *Z, T *D, fb_idx n, fb_idx nsp,       \
                                            fb_idx ld)                                             \
 {                                                                                                 \
-    for (fb_idx j = 0; j < n; j++) {                                                              \
-        const T *z = Z + j * ld;                                                                  \
-        T *d = D + j * ld;                                                                        \
-        if (act == FB_LOGISTIC)                                                                   \
-            for (fb_idx s = 0; s < nsp; s++) d[s] *= z[s] * ((T)1 - z[s]);                        \
-        else if (act == FB_TANH)                                                                  \
-            for (fb_idx s = 0; s < nsp; s++) d[s] *= (T)1 - z[s] * z[s];                          \
-        else if (act == FB_RELU)                                                                  \
-            for (fb_idx s = 0; s < nsp; s++) d[s] = z[s] > (T)0 ? d[s] : (T)0;                    \
-    }                                                                                             \
+    if (act == FB_IDENTITY) return;                                                               \
+    for (fb_idx j = 0; j < n; j++)                                                                \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                              \
+            VT z = fb_ld_##SFX(Z + j * ld + s), d = fb_ld_##SFX(D + j * ld + s);                  \
+            if (act == FB_LOGISTIC)                                                               \
+                d *= z * ((T)1 - z);                                                              \
+            else if (act == FB_TANH)                                                              \
+                d *= (T)1 - z * z;                                                                \
+            else                                                                                  \
+                d = fb_narrow_##SFX(fb_sel(fb_wide_##SFX(z) > 0.0, fb_wide_##SFX(d), fb_bc(0.0)));\
+            fb_st_##SFX(D + j * ld + s, d);                                                       \
+        }                                                                                         \
 }                                                                                                 \
                                                                                                   \
-/* The output layer of one tile: from a^L (A, m units x ld lanes) and the targets (row-major     \
- * (ns, m) at Tt, ns real lanes) write delta = dl/da (times the sample weight) into D, zero on   \
- * the padding lanes, and return sum_s w_s l_s in double. `work` holds 3 * ld doubles. Cross-   \
- * entropies come from a (softplus, log-sum-exp), so large |a| stays finite. */                   \
+/* The output layer of one tile: from a^L (A: m units x ld lanes) and the targets (row-major     \
+ * (ns, m) at Tt, ns real lanes) write delta = dl/da times the sample weight into D (0 on the    \
+ * padding lanes) and return sum_s w_s l_s in double. Cross-entropies come from a (softplus,     \
+ * log-sum-exp), so large |a| stays finite. `work` holds 4 * ld doubles. */                       \
 FB_DISPATCH static double fb_output_tile_##SFX(int out, const T *A, fb_idx m, const T *Tt,         \
                                                const double *sw, T *D, fb_idx ns, fb_idx nsp,     \
                                                fb_idx ld, double *work)                           \
 {                                                                                                 \
-    double *ls = work, *u = work + ld, *v = work + 2 * ld;                                        \
+    double *ls = work, *t = work + ld, *u = work + 2 * ld, *v = work + 3 * ld;                    \
     for (fb_idx s = 0; s < nsp; s++) ls[s] = 0.0;                                                 \
-    if (out == FB_OUT_LOGISTIC) {                                                                 \
-        for (fb_idx k = 0; k < m; k++) {                                                          \
-            const T *a = A + k * ld;                                                              \
-            T *d = D + k * ld;                                                                    \
-            for (fb_idx s = 0; s < ns; s++) {                                                     \
-                double x = (double)a[s], t = (double)Tt[s * m + k];                               \
-                double e = fb_exp(-fabs(x));          /* in (0, 1] */                             \
-                double p = x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e); /* sigma(a) */             \
-                /* l = softplus(a) - t a, softplus(a) = max(a, 0) + log1p(exp(-|a|)) */           \
-                ls[s] += ((x > 0.0 ? x : 0.0) + fb_log1p_unit(e)) - t * x;                        \
-                d[s] = (T)(p - t);                                                                \
+    if (out == FB_OUT_SOFTMAX) {                                                                  \
+        /* u = max_k a_k, v = sum_k exp(a_k - u); l = S (u + log v) - sum_k t_k a_k, S = sum t */ \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                              \
+            fb_vd mx = fb_wide_##SFX(fb_ld_##SFX(A + s));                                         \
+            for (fb_idx k = 1; k < m; k++) {                                                      \
+                fb_vd x = fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s));                             \
+                mx = fb_sel(x > mx, x, mx);                                                       \
             }                                                                                     \
+            fb_vd sum = {0};                                                                      \
+            for (fb_idx k = 0; k < m; k++)                                                        \
+                sum += fb_vexp(fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s)) - mx);                  \
+            fb_st_d(u + s, mx);                                                                   \
+            fb_st_d(v + s, sum);                                                                  \
         }                                                                                         \
-    } else if (out == FB_OUT_SOFTMAX) {                                                           \
-        /* u = max_k a_k, v = sum_k exp(a_k - u), l = S log-sum-exp - sum_k t_k a_k, S = sum t */ \
-        for (fb_idx s = 0; s < ns; s++) u[s] = (double)A[s];                                      \
-        for (fb_idx k = 1; k < m; k++)                                                            \
-            for (fb_idx s = 0; s < ns; s++) {                                                     \
-                double x = (double)A[k * ld + s];                                                 \
-                u[s] = x > u[s] ? x : u[s];                                                       \
-            }                                                                                     \
-        for (fb_idx s = 0; s < ns; s++) v[s] = 0.0;                                               \
-        for (fb_idx k = 0; k < m; k++)                                                            \
-            for (fb_idx s = 0; s < ns; s++) {                                                     \
-                double e = fb_exp((double)A[k * ld + s] - u[s]);                                  \
-                D[k * ld + s] = (T)e; /* exp kept in the delta row until v is known */            \
-                v[s] += e;                                                                        \
-            }                                                                                     \
         for (fb_idx s = 0; s < ns; s++) {                                                         \
             double S = 0.0, ta = 0.0;                                                             \
             for (fb_idx k = 0; k < m; k++) {                                                      \
-                double t = (double)Tt[s * m + k];                                                 \
-                S += t;                                                                           \
-                ta += t * (double)A[k * ld + s];                                                  \
+                double tk = (double)Tt[s * m + k];                                                \
+                S += tk;                                                                          \
+                ta += tk * (double)A[k * ld + s];                                                 \
             }                                                                                     \
             ls[s] = S * (u[s] + log(v[s])) - ta;                                                  \
-            double inv = S / v[s];                                                                \
-            for (fb_idx k = 0; k < m; k++) {                                                      \
-                /* S softmax(a)_k - t_k; the exp was kept in D in T, so recompute it in double */ \
-                double e = fb_exp((double)A[k * ld + s] - u[s]);                                  \
-                D[k * ld + s] = (T)(e * inv - (double)Tt[s * m + k]);                             \
-            }                                                                                     \
+            t[s] = S / v[s]; /* delta_k = S softmax(a)_k - t_k = exp(a_k - u) S / v - t_k */      \
         }                                                                                         \
-    } else { /* identity: delta = a - t, l = 1/2 sum_k delta_k^2 */                               \
+        for (fb_idx s = ns; s < nsp; s++) t[s] = 0.0;                                             \
         for (fb_idx k = 0; k < m; k++) {                                                          \
-            const T *a = A + k * ld;                                                              \
-            T *d = D + k * ld;                                                                    \
-            for (fb_idx s = 0; s < ns; s++) {                                                     \
-                T dk = a[s] - Tt[s * m + k];                                                      \
-                d[s] = dk;                                                                        \
-                ls[s] += 0.5 * (double)dk * (double)dk;                                           \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd e = fb_vexp(fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s)) - fb_ld_d(u + s));   \
+                fb_st_##SFX(D + k * ld + s, fb_narrow_##SFX(e * fb_ld_d(t + s)));                  \
+            }                                                                                     \
+            for (fb_idx s = 0; s < ns; s++) D[k * ld + s] = (T)((double)D[k * ld + s] - (double)Tt[s * m + k]);\
+        }                                                                                         \
+    } else {                                                                                      \
+        for (fb_idx k = 0; k < m; k++) {                                                          \
+            for (fb_idx s = 0; s < ns; s++) t[s] = (double)Tt[s * m + k];                         \
+            for (fb_idx s = ns; s < nsp; s++) t[s] = 0.0;                                         \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd x = fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s)), tv = fb_ld_d(t + s), d, l;  \
+                if (out == FB_OUT_LOGISTIC) {                                                     \
+                    /* l = softplus(a) - t a, softplus(a) = max(a, 0) + log1p(exp(-|a|)) */       \
+                    fb_vd ax = (fb_vd)((fb_vl)x & ~(fb_vl)fb_bc(-0.0));                           \
+                    fb_vd e = fb_vexp(-ax);                  /* in (0, 1] */                      \
+                    fb_vd p = fb_sel(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e)); /* sigma(a) */    \
+                    l = (fb_sel(x > 0.0, x, fb_bc(0.0)) + fb_vlog1p_unit(e)) - tv * x;            \
+                    d = p - tv;                                                                   \
+                } else { /* identity: delta = a - t, l = 1/2 delta^2 */                           \
+                    d = fb_wide_##SFX(fb_narrow_##SFX(x - tv)); /* the difference in T */         \
+                    l = 0.5 * (d * d);                                                            \
+                }                                                                                 \
+                fb_st_d(ls + s, fb_ld_d(ls + s) + l);                                             \
+                fb_st_##SFX(D + k * ld + s, fb_narrow_##SFX(d));                                  \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
@@ -354,13 +397,7 @@ static void fb_add_bias_##SFX(T *A, const T *b, fb_idx n, fb_idx nsp, fb_idx ld)
         for (fb_idx s = 0; s < nsp; s++) A[j * ld + s] += b[j];                                   \
 }
 
-/* bias grad first: fb_grad_tile calls it */
-#define FB_DECLARE(T, SFX)                                                                        \
-    FB_DISPATCH static void fb_bias_grad_tile_##SFX(const T *D, fb_idx n_out, double *db,         \
-                                                    fb_idx nsp, fb_idx ld);
-FB_DECLARE(double, d)
-FB_DECLARE(float, f)
-FB_DEFINE(double, d)
-FB_DEFINE(float, f)
+FB_DEFINE(double, fb_vd, d)
+FB_DEFINE(float, fb_vf, f)
 
 #endif /* FB_SIMD_H */
