@@ -1,0 +1,51 @@
+"""One call of the objective, ``f(W) -> (loss, grad)``, on the four named cases.
+
+For every available fastbp backend (the bound objective of ``Network.bind``, float64, and float32
+on ``large``) and the peers: scikit-learn's ``_loss_grad_lbfgs`` at the same weights, PyTorch CPU
+autograd and JAX ``jit(value_and_grad)`` when they import. One group per case, so the ratios read
+off directly: ``pytest benchmarks/bench_objective.py --benchmark-only``.
+"""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.cases import CASES
+
+IMPLS = (*fastbp.available_backends(), "sklearn", "torch", "jax")
+
+
+def run_checked(benchmark, bench, f, W0, case_name, rtol):
+    """Time ``f(W0)`` after checking that it computes the reference loss and gradient.
+
+    Measuring, a first untimed call warms up (JIT, thread pools) and is the one checked. Under
+    ``--benchmark-disable`` (CI) the single call the fixture makes is the one checked.
+    """
+    if benchmark.disabled:
+        loss, grad = benchmark(f, W0)
+    else:
+        loss, grad = f(W0)
+        benchmark(f, W0)
+    bench.check_same(case_name, loss, np.asarray(grad), rtol=rtol)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case_name", list(CASES))
+def test_objective(benchmark, bench, case_name, impl):
+    case, X, y, W0 = bench.case_data(case_name)
+    f = bench.objective(impl, case_name)
+    benchmark.group = case_name
+    benchmark.extra_info.update(impl=impl, dtype="float64", case=case_name, n_samples=X.shape[0],
+                                layer_sizes=list(case.layer_sizes))
+    run_checked(benchmark, bench, f, W0, case_name, rtol=1e-8)
+
+
+@pytest.mark.parametrize("impl", fastbp.available_backends())
+@pytest.mark.parametrize("case_name", ["large"])
+def test_objective_float32(benchmark, bench, case_name, impl):
+    case, X, y, W0 = bench.case_data(case_name)
+    f = bench.objective(impl, case_name, dtype=np.float32)
+    benchmark.group = case_name
+    benchmark.extra_info.update(impl=impl, dtype="float32", case=case_name, n_samples=X.shape[0],
+                                layer_sizes=list(case.layer_sizes))
+    run_checked(benchmark, bench, f, W0, case_name, rtol=1e-4)  # float32 compute, float64 accumulation

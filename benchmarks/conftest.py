@@ -1,0 +1,230 @@
+"""Shared set-up for the benchmarks: case data, the reference result and the peer objectives.
+
+Peers compute the same loss and gradient as fastbp (``fastbp.cases``: cross-entropy with the L2
+penalty λ = alpha / (2 n) on coefficients) so that their times compare like with like:
+
+* ``sklearn``: ``MLPClassifier._loss_grad_lbfgs`` at the same weights (always available);
+* ``torch``: PyTorch CPU autograd, float64 (skipped unless torch imports);
+* ``jax``: ``jax.jit(jax.value_and_grad(loss))``, float64 (skipped unless jax imports).
+
+Every benchmark first checks its objective against the NumPy backend at the same weights, so a
+peer that computed something else would fail rather than look fast.
+
+Option ``--bench-cases=seed4layer,medium`` keeps only those cases (any test parametrized over
+``case_name``).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.cases import CASES, make_case_data
+
+PEERS = ("sklearn", "torch", "jax")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--bench-cases",
+        default=None,
+        help=f"comma-separated benchmark cases to run (default: all of {', '.join(CASES)})",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("--bench-cases")
+    if not wanted:
+        return
+    wanted = {c.strip() for c in wanted.split(",") if c.strip()}
+    unknown = wanted - set(CASES)
+    if unknown:
+        raise pytest.UsageError(f"--bench-cases: unknown case(s) {sorted(unknown)}; choose from {list(CASES)}")
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case = params.get("case_name")
+        (drop if case is not None and case not in wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# ------------------------------------------------------------------------------- case data
+
+
+@functools.lru_cache(maxsize=None)
+def case_data(case_name):
+    """``(case, X, y, W0)``: the case's deterministic data and fastbp's initial weights."""
+    case = CASES[case_name]
+    X, y = make_case_data(case)
+    W0 = case.network(backend="numpy").init_weights(random_state=0)
+    for a in (X, y, W0):
+        a.setflags(write=False)
+    return case, X, y, W0
+
+
+@functools.lru_cache(maxsize=None)
+def reference(case_name):
+    """The NumPy backend's (loss, grad) at W0: what every other objective must reproduce."""
+    case, X, y, W0 = case_data(case_name)
+    return case.network(backend="numpy").loss_and_grad(W0, X, y)
+
+
+def check_same(case_name, loss, grad, rtol=1e-8):
+    """Fail unless (loss, grad) is the reference's to ``rtol`` (relative, gradient by its norm)."""
+    ref_loss, ref_grad = reference(case_name)
+    assert abs(loss - ref_loss) <= rtol * abs(ref_loss), (loss, ref_loss)
+    assert np.linalg.norm(grad - ref_grad) <= rtol * np.linalg.norm(ref_grad)
+
+
+# ----------------------------------------------------------------------------------- peers
+
+
+def class_subset(y, n_classes, per_class=5):
+    """Indices of a few samples of every class (to initialise an estimator cheaply)."""
+    return np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(n_classes)])
+
+
+def sklearn_estimator(case, X, y, **params):
+    """An ``MLPClassifier`` for ``case`` whose fit state (layout, binarizer, out_activation_) is
+    set: fitted for one iteration on a few samples of every class."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    est = MLPClassifier(
+        hidden_layer_sizes=case.layer_sizes[1:-1],
+        activation=case.activation,
+        alpha=case.alpha,
+        solver="lbfgs",
+        max_iter=1,
+        random_state=0,
+        **params,
+    )
+    idx = class_subset(y, case.n_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X[idx], y[idx])
+    assert est.out_activation_ == case.output
+    return est
+
+
+def sklearn_objective(case, X, y):
+    """``W -> (loss, grad)`` through scikit-learn's own ``_loss_grad_lbfgs``, set up as
+    ``_fit_lbfgs`` does (work lists allocated once, labels binarized once)."""
+    est = sklearn_estimator(case, X, y)
+    Y = est._label_binarizer.transform(y).astype(bool)
+    units = list(case.layer_sizes)
+    activations = [X] + [None] * (len(units) - 1)
+    deltas = [None] * (len(units) - 1)
+    coef_grads = [np.empty((a, b)) for a, b in zip(units[:-1], units[1:])]
+    intercept_grads = [np.empty(b) for b in units[1:]]
+
+    def objective(W):
+        return est._loss_grad_lbfgs(W, X, Y, None, activations, deltas, coef_grads, intercept_grads)
+
+    return objective
+
+
+def _offsets(case):
+    net = case.network(backend="numpy")
+    layout = net.layout
+    return layout.coef_offsets.tolist(), layout.intercept_offsets.tolist(), layout.coef_shapes, layout.n_coef
+
+
+def torch_objective(case, X, y):
+    """PyTorch CPU autograd in float64: the same forward pass, loss and L2 penalty."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    co, io, shapes, n_coef = _offsets(case)
+    act = {"logistic": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda a: a}[case.activation]
+    Xt = torch.from_numpy(np.array(X))
+    n, L, l2 = X.shape[0], len(shapes), case.l2
+    if case.output == "logistic":
+        Tt = torch.from_numpy(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    else:
+        yt = torch.from_numpy(np.array(y, dtype=np.int64))
+
+    def objective(W):
+        Wt = torch.tensor(W, dtype=torch.float64, requires_grad=True)
+        z = Xt
+        for i in range(L):
+            z = torch.addmm(Wt[io[i] : io[i + 1]], z, Wt[co[i] : co[i + 1]].view(shapes[i]))
+            if i < L - 1:
+                z = act(z)
+        if case.output == "logistic":
+            data = F.binary_cross_entropy_with_logits(z, Tt, reduction="sum") / n
+        else:
+            data = F.cross_entropy(z, yt)
+        coef = Wt[:n_coef]
+        loss = data + l2 * torch.dot(coef, coef)
+        loss.backward()
+        return loss.item(), Wt.grad.numpy()
+
+    return objective
+
+
+def jax_objective(case, X, y):
+    """``jax.jit(jax.value_and_grad(loss))`` in float64: the same loss and L2 penalty."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    co, io, shapes, n_coef = _offsets(case)
+    act = {"logistic": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda a: a}[case.activation]
+    n, L, l2 = X.shape[0], len(shapes), case.l2
+    Xj = jnp.asarray(X, dtype=jnp.float64)
+    if case.output == "logistic":
+        T = jnp.asarray(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    else:
+        T = jnp.asarray(np.eye(case.layer_sizes[-1])[y])
+
+    def loss_fn(W):
+        z = Xj
+        for i in range(L):
+            z = z @ W[co[i] : co[i + 1]].reshape(shapes[i]) + W[io[i] : io[i + 1]]
+            if i < L - 1:
+                z = act(z)
+        if case.output == "logistic":
+            data = jnp.sum(jnp.logaddexp(0.0, z) - T * z) / n
+        else:
+            data = -jnp.sum(T * jax.nn.log_softmax(z, axis=1)) / n
+        coef = W[:n_coef]
+        return data + l2 * jnp.dot(coef, coef)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
+
+    def objective(W):
+        loss, grad = value_and_grad(jnp.asarray(W))
+        return float(loss), np.asarray(grad)
+
+    return objective
+
+
+def objective(impl, case_name, dtype=np.float64):
+    """The callable to time for ``impl``: a fastbp backend's bound objective, or a peer."""
+    case, X, y, _ = case_data(case_name)
+    if impl == "sklearn":
+        return sklearn_objective(case, X, y)
+    if impl == "torch":
+        return torch_objective(case, X, y)
+    if impl == "jax":
+        return jax_objective(case, X, y)
+    return case.network(backend=impl, dtype=dtype).bind(X, y)
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """The helpers above, as a fixture (benchmark modules do not import conftest)."""
+    return SimpleNamespace(
+        case_data=case_data,
+        reference=reference,
+        check_same=check_same,
+        objective=objective,
+        sklearn_estimator=sklearn_estimator,
+        backends=fastbp.available_backends(),
+    )
