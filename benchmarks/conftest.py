@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config, items):
 # ------------------------------------------------------------------------------- case data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_data(case_name):
     """``(case, X, y, W0)``: the case's deterministic data and fastbp's initial weights."""
     case = CASES[case_name]
@@ -69,7 +69,7 @@ def case_data(case_name):
     return case, X, y, W0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(case_name):
     """The NumPy backend's (loss, grad) at W0: what every other objective must reproduce."""
     case, X, y, W0 = case_data(case_name)
