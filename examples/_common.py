@@ -14,8 +14,14 @@ matplotlib.use("Agg")  # headless: the examples write PNGs, they never open a wi
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.io as sio  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 import fastbp.datasets  # noqa: E402
+
+# The lab's problems are tiny (a few hundred points, a few hundred weights): a multi-threaded
+# BLAS only adds synchronisation there, and on a busy machine its spinning threads slow scipy's
+# L-BFGS-B down by an order of magnitude or more. One BLAS thread for the examples.
+threadpool_limits(1, user_api="blas")
 
 EXAMPLES = Path(__file__).resolve().parent
 DEFAULT_OUT = EXAMPLES / "out"
