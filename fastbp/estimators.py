@@ -33,10 +33,10 @@ Differences from scikit-learn
   (``len(loss_curve_) == n_iter_`` after a fresh fit; ``warm_start`` fits append to it).
 * ``verbose=True`` draws a progress bar (iteration, loss, gradient ∞-norm) on stderr.
 * Multi-output regression: ``loss_`` is the contract's half squared error **summed** over the
-  outputs; scikit-learn reports the mean over outputs while its gradient is that of the sum
-  (scikit-learn issue #8349). fastbp's loss and gradient agree, so L-BFGS follows the same path
-  as scikit-learn's (same gradient) but ``loss_`` is ``n_outputs_`` times scikit-learn's. With
-  one output the two are equal.
+  outputs, whose gradient is the one scikit-learn uses; scikit-learn reports the mean over the
+  outputs instead (scikit-learn issue #8349). fastbp's loss and gradient agree, scikit-learn's
+  do not, and since L-BFGS-B's line search reads the loss too, the two fits then take different
+  paths. With one output everything is equal.
 * Cross-entropies are computed from the pre-activations, without scikit-learn's clipping of
   probabilities to ``[eps, 1 - eps]``; the two agree wherever that clipping does not bite.
 * Sparse ``X`` (CSR/CSC) is accepted and **densified once per fit** (the kernels are dense);

@@ -1,0 +1,309 @@
+"""fastbp.MLPClassifier / MLPRegressor: scikit-learn's estimator checks, parity with scikit-learn's
+own lbfgs fits (the outside oracle), and the few features beyond it."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastbp
+from fastbp import MLPClassifier, MLPRegressor
+
+ACTIVATIONS = ["logistic", "tanh", "relu", "identity"]
+PARITY_RTOL = 1e-6  # the issue's bar on loss_ after tens of iterations
+
+
+# scikit-learn's own test suite runs its MLPs through these checks with max_iter=100
+# (sklearn/utils/_test_common/instance_generator.py); at the default 200, scikit-learn's own
+# MLPClassifier(solver="lbfgs") fails check_classifiers_multilabel_output_format_predict_proba
+# too (probabilities saturate to exactly 1.0), so the same setting is used here. One kernel
+# thread: the checks are about the API, and threads only slow tiny fits on a busy machine.
+@parametrize_with_checks([MLPClassifier(max_iter=100, n_threads=1), MLPRegressor(max_iter=100, n_threads=1)])
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# --------------------------------------------------------------------------------- fixtures
+def _blobs(n=120, n_features=3, n_classes=2, seed=0, noise=0.3):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features))
+    w = rng.standard_normal((n_features, n_classes))
+    y = (np.tanh(X) @ w + noise * rng.standard_normal((n, n_classes))).argmax(axis=1)
+    return X, y
+
+
+def _fit_pair(fast_cls, sk_cls, X, y, sample_weight=None, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = sk_cls(solver="lbfgs", **params).fit(X, y, sample_weight=sample_weight)
+        fb = fast_cls(**params).fit(X, y, sample_weight=sample_weight)
+    return fb, sk
+
+
+def _fit_pair_backend(X, y, activation, backend, sample_weight=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        params = dict(hidden_layer_sizes=(8, 6), activation=activation, alpha=1e-2, max_iter=30, random_state=7)
+        sk = SkMLPClassifier(solver="lbfgs", **params).fit(X, y, sample_weight=sample_weight)
+        fb = MLPClassifier(backend=backend, **params).fit(X, y, sample_weight=sample_weight)
+    return fb, sk
+
+
+def _rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def _assert_no_clipping(sk, X):
+    """scikit-learn clips probabilities to [eps, 1 - eps] in its loss, fastbp computes the exact
+    cross-entropy; the two part ways once a probability saturates, so a parity check is only
+    meaningful where none does."""
+    eps = np.finfo(np.float64).eps
+    P = sk.predict_proba(X)
+    assert P.min() > eps and P.max() < 1 - eps, "probabilities saturate: pick a case without clipping"
+
+
+# ---------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_classifier_follows_sklearn(activation, n_classes, backend):
+    X, y = _blobs(n_classes=n_classes, seed=n_classes, noise=1.0)  # overlapping: no saturation
+    fb, sk = _fit_pair_backend(X, y, activation, backend)
+    assert fb.n_iter_ == sk.n_iter_ >= (5 if activation == "identity" else 10)  # identity: a linear model
+    _assert_no_clipping(sk, X)
+    assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
+    assert fb.out_activation_ == sk.out_activation_
+    for a, b in zip(fb.coefs_ + fb.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fb.predict_proba(X), sk.predict_proba(X), atol=1e-6)
+    np.testing.assert_array_equal(fb.classes_, sk.classes_)
+    assert fb.backend_ == backend
+
+
+@pytest.mark.parametrize("activation", ["logistic", "relu"])
+def test_classifier_sample_weight_follows_sklearn(activation):
+    X, y = _blobs(n_classes=3, seed=11)
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y))
+    fb, sk = _fit_pair_backend(X, y, activation, "auto", sample_weight=sw)
+    assert fb.n_iter_ == sk.n_iter_
+    assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
+    # and the weights really matter: the unweighted fit ends elsewhere
+    unweighted, _ = _fit_pair_backend(X, y, activation, "auto")
+    assert _rel(unweighted.loss_, fb.loss_) > 1e-3
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_multilabel_follows_sklearn(activation):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((100, 4))
+    Y = (X[:, :3] + 0.5 * rng.standard_normal((100, 3)) > 0).astype(int)
+    fb, sk = _fit_pair(
+        MLPClassifier, SkMLPClassifier, X, Y, hidden_layer_sizes=(10,), activation=activation,
+        max_iter=30, random_state=0,
+    )
+    assert fb.out_activation_ == "logistic" and fb.n_outputs_ == 3
+    assert fb.n_iter_ == sk.n_iter_
+    assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
+    assert fb.predict(X).shape == Y.shape
+    np.testing.assert_array_equal(fb.predict(X), sk.predict(X))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_regressor_follows_sklearn(activation):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((90, 3))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    fb, sk = _fit_pair(
+        MLPRegressor, SkMLPRegressor, X, y, hidden_layer_sizes=(12,), activation=activation,
+        max_iter=30, random_state=2,
+    )
+    assert fb.n_iter_ == sk.n_iter_ >= (5 if activation == "identity" else 10)
+    assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
+    np.testing.assert_allclose(fb.predict(X), sk.predict(X), rtol=1e-4, atol=1e-6)
+
+
+def test_multioutput_regression_loss_sums_over_outputs():
+    # the one deliberate difference: fastbp's loss is the half squared error summed over the
+    # outputs (the function whose gradient scikit-learn uses); scikit-learn reports the mean over
+    # outputs (its issue #8349). As L-BFGS-B's line search reads the loss too, the two fits take
+    # different paths; both fit the data.
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((80, 2))
+    Y = np.column_stack((X[:, 0] ** 2, np.sin(X[:, 1]), X[:, 0] - X[:, 1]))
+    fb, sk = _fit_pair(
+        MLPRegressor, SkMLPRegressor, X, Y, hidden_layer_sizes=(10,), activation="tanh",
+        max_iter=200, random_state=4,
+    )
+    assert fb.n_outputs_ == 3
+    pred = fb.predict(X)
+    penalty = 1e-4 / (2 * len(X)) * sum((c**2).sum() for c in fb.coefs_)
+    summed = 0.5 * ((pred - Y) ** 2).sum(axis=1).mean() + penalty
+    averaged = 0.5 * ((pred - Y) ** 2).mean() + penalty
+    assert _rel(fb.loss_, summed) < 1e-9
+    assert _rel(fb.loss_, averaged) > 0.5
+    assert fb.score(X, Y) > 0.95 and sk.score(X, Y) > 0.95
+
+
+def test_sparse_input_is_densified_per_fit():
+    X, y = _blobs(n=80, n_classes=3, seed=4)
+    X[np.abs(X) < 0.7] = 0.0
+    params = dict(hidden_layer_sizes=(6,), max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dense = MLPClassifier(**params).fit(X, y)
+        for fmt in (sp.csr_matrix, sp.csc_matrix):
+            sparse = MLPClassifier(**params).fit(fmt(X), y)
+            assert sparse.loss_ == dense.loss_
+            np.testing.assert_allclose(sparse.predict_proba(fmt(X)), dense.predict_proba(X), rtol=1e-12)
+
+
+def test_float32_input_computes_in_float32():
+    X, y = _blobs(n=100, seed=6)
+    params = dict(hidden_layer_sizes=(8,), activation="tanh", max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        f64 = MLPClassifier(**params).fit(X, y)
+        f32 = MLPClassifier(**params).fit(X.astype(np.float32), y)
+        forced = MLPClassifier(dtype=np.float32, **params).fit(X, y)
+    assert f32.loss_ != f64.loss_  # really computed in float32
+    assert _rel(f32.loss_, f64.loss_) < 1e-3
+    # forced float32 on float64 X: float32 arithmetic from float64 initial weights (float32 X
+    # also rounds the initial weights, as scikit-learn's _init_coef does)
+    assert forced.loss_ != f64.loss_ and _rel(forced.loss_, f64.loss_) < 1e-3
+    with pytest.raises(ValueError, match="dtype"):
+        MLPClassifier(dtype=np.float16, max_iter=2).fit(X, y)
+
+
+# ------------------------------------------------------------------------------- behaviour
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_only_lbfgs(cls, solver):
+    X, y = _blobs(n=20)
+    assert cls().solver == "lbfgs"
+    with pytest.raises(ValueError, match="lbfgs") as info:
+        cls(solver=solver).fit(X, y)
+    assert isinstance(info.value, InvalidParameterError)
+    with pytest.raises(InvalidParameterError, match="solver"):
+        cls(solver="newton").fit(X, y)
+
+
+def test_poisson_refused():
+    X, y = _blobs(n=20)
+    with pytest.raises(InvalidParameterError, match="poisson"):
+        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"backend": "tensorflow"}, "backend"),
+        ({"n_threads": 0}, "n_threads"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
+    ],
+)
+def test_bad_parameters(params, match):
+    X, y = _blobs(n=20)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**params).fit(X, y)
+
+
+def test_constructor_matches_sklearn():
+    import inspect
+
+    for ours, theirs in ((MLPClassifier, SkMLPClassifier), (MLPRegressor, SkMLPRegressor)):
+        p_ours = inspect.signature(ours).parameters
+        p_theirs = inspect.signature(theirs).parameters
+        assert list(p_ours)[: len(p_theirs)] == list(p_theirs)
+        assert list(p_ours)[len(p_theirs) :] == ["backend", "dtype", "n_threads"]
+        for name, p in p_theirs.items():
+            expected = "lbfgs" if name == "solver" else p.default
+            assert p_ours[name].default == expected, name
+            assert p_ours[name].kind == p.kind, name
+
+
+def test_loss_curve_recorded_under_lbfgs():
+    X, y = _blobs(n=100, n_classes=3, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((8,), max_iter=25, random_state=0, warm_start=True).fit(X, y)
+        curve = list(clf.loss_curve_)
+        assert len(curve) == clf.n_iter_ == 25
+        assert curve[-1] == clf.loss_
+        assert np.all(np.diff(curve) <= 0)  # every L-BFGS-B iteration lowers the loss
+        clf.fit(X, y)  # warm start: continues, the curve grows
+        assert clf.loss_curve_[:25] == curve and len(clf.loss_curve_) == 25 + clf.n_iter_
+        assert clf.loss_ < curve[-1]
+        clf.set_params(warm_start=False).fit(X, y)  # a fresh fit starts the curve again
+    assert clf.loss_curve_ == curve
+
+
+def test_warm_start_continues_like_sklearn():
+    X, y = _blobs(n=100, n_classes=3, seed=9)
+    params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fb = MLPClassifier(**params).fit(X, y).fit(X, y)
+        sk = SkMLPClassifier(solver="lbfgs", **params).fit(X, y).fit(X, y)
+    assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
+    with pytest.raises(ValueError, match="warm_start"):
+        fb.fit(X, np.where(y == 2, 5, y))
+
+
+def test_verbose_draws_a_progress_bar(capsys):
+    X, y = _blobs(n=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((5,), max_iter=12, random_state=0, verbose=True).fit(X, y)
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\n")[-2].split("\r")[-1]  # the final redraw of the bar
+    assert f"iter {clf.n_iter_}/12" in last
+    assert f"loss {clf.loss_:.6g}" in last
+    assert "|grad|_inf" in last
+    assert "L-BFGS stopped" in err
+    quiet = MLPClassifier((5,), max_iter=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        quiet.fit(X, y)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("limit", [{"max_iter": 3}, {"max_fun": 4}])
+def test_convergence_warning(limit):
+    X, y = _blobs(n=60)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        MLPClassifier((5,), random_state=0, **limit).fit(X, y)
+
+
+def test_non_finite_weights_raise():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)) * 1e300  # finite, but overflows the first layer
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        MLPClassifier((5,), max_iter=20, random_state=0).fit(X, y)
+
+
+def test_works_inside_model_selection():
+    X, y = _blobs(n=90, n_classes=3, seed=12)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((6,), max_iter=50, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(pipe, X, y, cv=3)
+        search = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1.0]}, cv=3).fit(X, y)
+    assert scores.shape == (3,) and np.all(scores > 0.5)  # chance is 1/3
+    assert search.best_params_["mlpclassifier__alpha"] in (1e-4, 1.0)
+    assert isinstance(search.best_estimator_[-1], fastbp.MLPClassifier)
+
+
+def test_lazy_exports():
+    assert fastbp.MLPClassifier is MLPClassifier and fastbp.MLPRegressor is MLPRegressor
