@@ -1,0 +1,585 @@
+"""Numba kernels of the ``numba`` backend: tiled forward pass, δ backpropagation, gradient sums.
+
+Notation is the lab's (exercise 5a): for layer ``l``, ``a`` is the pre-activation, ``z = σ(a)`` the
+unit's output, ``δ = ∂ℓ/∂a``, and ``W`` the coefficients ``coef_l`` of shape ``(n_in, n_out)``.
+
+How the work is laid out
+------------------------
+* Samples are processed in **tiles** of at most ``tile`` samples. Inside a tile every layer is
+  stored *unit-major*: ``Z_l`` has shape ``(n_units, ts)``, one contiguous row per unit, so every
+  inner loop runs over the samples of the tile, contiguous in memory, and vectorizes whatever the
+  layer widths are. Memory is per tile, never per sample count.
+* Layers that are wide (flagged in ``meta``) hand their tile products to BLAS through ``np.dot``.
+* The samples are split into ``n_chunks`` fixed blocks; block ``c`` accumulates its loss and
+  gradient into its own float64 row ``gbuf[c]``. The rows are reduced in the fixed order
+  ``0, 1, ..., n_chunks - 1``, so results are bit-identical for a given split whichever threads
+  ran the blocks (the serial and the parallel driver agree bit for bit).
+* ``exp``, ``expm1``, ``log`` and ``log1p`` have vectorizable forms below (the llvmlite wheels have
+  no SVML, and a scalar libm call per element stops the loop vectorizer). They are accurate to a
+  few units in the last place of float64; the tests compare them with NumPy's.
+* float32 computes the layers in float32, evaluates the transcendental functions and the loss in
+  float64, and accumulates loss and gradient in float64.
+
+The integer array ``meta`` (built once per network by :func:`make_meta`) carries the layout, so a
+new architecture reuses the compiled code: only the dtype selects a specialization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# njit options: cached to disk; no fast-math where the exact IEEE rounding is relied on (the
+# round-to-integer shifter in _exp_parts would be optimized away by reassociation).
+_JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+# reductions and multiply-add loops: reassociation lets LLVM vectorize the sums, contraction fuses
+# into FMA. The order is still fixed by the compiled code, so results stay deterministic.
+_FAST = dict(_JIT, fastmath={"reassoc", "contract"})
+
+# ------------------------------------------------------------------------------------ meta layout
+H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE = range(8)
+HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
+
+
+def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas):
+    """Pack a layout into the int64 array the kernels read (see the module docstring).
+
+    Returns ``(meta, zsize, wsize)``: the per-thread scratch lengths in the compute dtype
+    (``2 * zsize + gsize``, see :func:`scratch_sizes`) and in float64 (``wsize``).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n1 = len(sizes)
+    L = n1 - 1
+    zoff = np.concatenate(([0], np.cumsum(sizes) * tile)).astype(np.int64)[:n1]
+    zsize = int(sizes.sum()) * tile
+    maxw = int(sizes.max())
+    # float64 scratch: three (maxw, tile) blocks for the transcendental functions and the output
+    # layer, plus eight per-sample vectors for the softmax / loss bookkeeping
+    wsize = 3 * maxw * tile + 8 * tile
+    meta = np.zeros(HEADER + 5 * n1, dtype=np.int64)
+    meta[H_L] = L
+    meta[H_ACT] = activation_code
+    meta[H_OUT] = output_code
+    meta[H_TILE] = tile
+    meta[H_NPARAMS] = intercept_offsets[-1]
+    meta[H_NCOEF] = coef_offsets[-1]
+    meta[H_ZSIZE] = zsize
+    meta[H_WSIZE] = wsize
+    meta[HEADER : HEADER + n1] = sizes
+    meta[HEADER + n1 : HEADER + 2 * n1] = zoff
+    meta[HEADER + 2 * n1 : HEADER + 3 * n1] = coef_offsets
+    meta[HEADER + 3 * n1 : HEADER + 4 * n1] = intercept_offsets
+    meta[HEADER + 4 * n1 : HEADER + 4 * n1 + L] = np.asarray(blas, dtype=np.int64)
+    return meta, zsize, wsize
+
+
+# ------------------------------------------------------------------ vectorizable transcendentals
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2**11
+_LN2_LO = 1.90821492927058770002e-10
+_SHIFTER = 6755399441055744.0  # 1.5 * 2**52: (x + _SHIFTER) - _SHIFTER rounds x to an integer
+_SHIFTER_BITS = 0x4338000000000000  # its IEEE bits; bits(_SHIFTER + k) = _SHIFTER_BITS + k
+_SQRT2 = 1.4142135623730951
+_SQRT2M1 = 0.41421356237309503
+_MANT_MASK = (1 << 52) - 1
+_ONE_BITS = 1023 << 52
+
+
+@njit(**_JIT)
+def _exp_parts(x, p, k2):
+    """Split e^x = (1 + p) · 2^k with p = e^r − 1, |r| ≤ ln2 / 2, x clamped to [−708, 709].
+
+    Writes ``p`` and ``k2`` (= 2^k as float64). Two plain loops the vectorizer takes: the 2^k is
+    assembled from integer bits, never from a libm call. ``p`` must not be ``x``: in-place calls
+    defeat LLVM's runtime alias check and the loop runs scalar, five times slower.
+    """
+    m = x.shape[0]
+    for q in range(m):
+        v = min(max(x[q], -708.0), 709.0)
+        kb = v * _LOG2E + _SHIFTER
+        kd = kb - _SHIFTER  # round(v / ln 2), exactly, as a float
+        r = (v - kd * _LN2_HI) - kd * _LN2_LO  # Cody–Waite reduction
+        # e^r − 1 by its Taylor series to r^13 (|r| ≤ 0.347: truncation below 1e-17 relative)
+        p[q] = r * (
+            1.0
+            + r
+            * (
+                0.5
+                + r
+                * (
+                    1.0 / 6
+                    + r
+                    * (
+                        1.0 / 24
+                        + r
+                        * (
+                            1.0 / 120
+                            + r
+                            * (
+                                1.0 / 720
+                                + r
+                                * (
+                                    1.0 / 5040
+                                    + r
+                                    * (
+                                        1.0 / 40320
+                                        + r
+                                        * (
+                                            1.0 / 362880
+                                            + r
+                                            * (
+                                                1.0 / 3628800
+                                                + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))
+                                            )
+                                        )
+                                    )
+                                )
+                            )
+                        )
+                    )
+                )
+            )
+        )
+        k2[q] = kb
+    kbits = k2.view(np.int64)
+    for q in range(m):
+        # bits(kb) − bits(shifter) = k; (k + 1023) << 52 are the bits of 2^k
+        kbits[q] = (kbits[q] - _SHIFTER_BITS + 1023) << 52
+
+
+@njit(**_JIT)
+def vexp(x, out, tmp):
+    """out = e^x elementwise (float64 1-D arrays of equal length, three distinct buffers)."""
+    m = x.shape[0]
+    _exp_parts(x, out, tmp)
+    for q in range(m):
+        out[q] = (1.0 + out[q]) * tmp[q]
+
+
+@njit(**_JIT)
+def vexpm1(x, out, tmp):
+    """out = e^x − 1 elementwise, accurate near 0 (float64 1-D, three distinct buffers)."""
+    m = x.shape[0]
+    _exp_parts(x, out, tmp)
+    for q in range(m):
+        k2 = tmp[q]
+        out[q] = out[q] if k2 == 1.0 else (1.0 + out[q]) * k2 - 1.0
+
+
+@njit(**_JIT)
+def _log_series(f):
+    """2 atanh(f) = log((1 + f) / (1 − f)) for |f| ≤ 0.1716, to double round-off."""
+    f2 = f * f
+    return (
+        2.0
+        * f
+        * (
+            1.0
+            + f2
+            * (
+                1.0 / 3
+                + f2
+                * (
+                    1.0 / 5
+                    + f2
+                    * (
+                        1.0 / 7
+                        + f2
+                        * (
+                            1.0 / 9
+                            + f2
+                            * (
+                                1.0 / 11
+                                + f2
+                                * (
+                                    1.0 / 13
+                                    + f2 * (1.0 / 15 + f2 * (1.0 / 17 + f2 * (1.0 / 19 + f2 * (1.0 / 21 + f2 / 23))))
+                                )
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    )
+
+
+@njit(**_JIT)
+def vlog1p_unit(e, out):
+    """out = log(1 + e) for e in [0, 1] (float64 1-D, distinct buffers)."""
+    for q in range(e.shape[0]):
+        v = e[q]
+        big = v > _SQRT2M1
+        # log(1 + e) = [ln 2] + 2 atanh(f), with 1 + e (or (1 + e) / 2) = (1 + f) / (1 − f)
+        f = (v - 1.0) / (v + 3.0) if big else v / (v + 2.0)
+        out[q] = (_LN2 if big else 0.0) + _log_series(f)
+
+
+@njit(**_JIT)
+def vlog(x, out, tmp):
+    """out = log(x) for positive normal float64 x (``out`` must not be ``x``)."""
+    m = x.shape[0]
+    bits = tmp.view(np.int64)
+    for q in range(m):
+        tmp[q] = x[q]
+    for q in range(m):
+        b = bits[q]
+        out[q] = np.float64((b >> 52) - 1023)  # the binary exponent k
+        bits[q] = (b & _MANT_MASK) | _ONE_BITS  # the mantissa m in [1, 2)
+    for q in range(m):
+        mant = tmp[q]
+        k = out[q]
+        if mant > _SQRT2:
+            mant *= 0.5
+            k += 1.0
+        out[q] = k * _LN2_HI + (k * _LN2_LO + _log_series((mant - 1.0) / (mant + 1.0)))
+
+
+# ------------------------------------------------------------------------- hidden activations
+@njit(**_JIT)
+def activate(code, a, w1, w2, w3):
+    """z = σ(a) in place on the flat tile ``a``; ``w1``, ``w2``, ``w3`` float64 scratch of a's
+    length.
+
+    Codes follow :data:`fastbp.layout.ACTIVATIONS`: 0 identity, 1 logistic, 2 tanh, 3 relu.
+    """
+    m = a.shape[0]
+    if code == 1:
+        # σ(a) = 1 / (1 + e^−a) for a ≥ 0 and e^a / (1 + e^a) below: e = e^−|a| never overflows
+        for q in range(m):
+            w1[q] = -abs(np.float64(a[q]))
+        vexp(w1, w2, w3)
+        for q in range(m):
+            e = w2[q]
+            a[q] = (1.0 if a[q] >= 0 else e) / (1.0 + e)
+    elif code == 2:
+        # tanh|a| = −u / (2 + u) with u = expm1(−2|a|): no cancellation for small |a|
+        for q in range(m):
+            w1[q] = -2.0 * abs(np.float64(a[q]))
+        vexpm1(w1, w2, w3)
+        for q in range(m):
+            u = w2[q]
+            t = -u / (2.0 + u)
+            a[q] = t if a[q] >= 0 else -t
+    elif code == 3:
+        for q in range(m):
+            a[q] = a[q] if a[q] > 0 else 0
+    # identity: nothing to do
+
+
+@njit(**_JIT)
+def activation_derivative(code, z, d):
+    """δ *= σ'(a) in place, σ' written from z = σ(a) (flat tiles of equal length)."""
+    m = z.shape[0]
+    if code == 1:
+        for q in range(m):
+            d[q] *= z[q] * (1 - z[q])
+    elif code == 2:
+        for q in range(m):
+            d[q] *= 1 - z[q] * z[q]
+    elif code == 3:
+        for q in range(m):
+            d[q] = d[q] if z[q] > 0 else 0
+
+
+# --------------------------------------------------------------------------- small tile products
+@njit(**_FAST)
+def mm_acc(Mt, Zin, Aout):
+    """Aout[j, :] += Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (the inner loop is over samples).
+
+    Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
+    Four input rows per pass keep the accumulator row's loads and stores low.
+    """
+    n_out, n_in = Mt.shape
+    ts = Zin.shape[1]
+    for j in range(n_out):
+        row = Aout[j]
+        i = 0
+        while i + 4 <= n_in:
+            w0 = Mt[j, i]
+            w1 = Mt[j, i + 1]
+            w2 = Mt[j, i + 2]
+            w3 = Mt[j, i + 3]
+            z0 = Zin[i]
+            z1 = Zin[i + 1]
+            z2 = Zin[i + 2]
+            z3 = Zin[i + 3]
+            for s in range(ts):
+                row[s] += (w0 * z0[s] + w1 * z1[s]) + (w2 * z2[s] + w3 * z3[s])
+            i += 4
+        while i < n_in:
+            w0 = Mt[j, i]
+            z0 = Zin[i]
+            for s in range(ts):
+                row[s] += w0 * z0[s]
+            i += 1
+
+
+@njit(**_FAST)
+def grad_acc(Zin, Dout, G, gb):
+    """G[i, j] += Σ_s z_i δ_j and gb[j] += Σ_s δ_j over the tile, summed in float64."""
+    n_in, ts = Zin.shape
+    n_out = Dout.shape[0]
+    for j in range(n_out):
+        d = Dout[j]
+        acc = 0.0
+        for s in range(ts):
+            acc += np.float64(d[s])
+        gb[j] += acc
+    for i in range(n_in):
+        z = Zin[i]
+        j = 0
+        while j + 2 <= n_out:
+            d0 = Dout[j]
+            d1 = Dout[j + 1]
+            acc0 = 0.0
+            acc1 = 0.0
+            for s in range(ts):
+                zs = np.float64(z[s])
+                acc0 += zs * np.float64(d0[s])
+                acc1 += zs * np.float64(d1[s])
+            G[i, j] += acc0
+            G[i, j + 1] += acc1
+            j += 2
+        if j < n_out:
+            d0 = Dout[j]
+            acc0 = 0.0
+            for s in range(ts):
+                acc0 += np.float64(z[s]) * np.float64(d0[s])
+            G[i, j] += acc0
+
+
+@njit(**_FAST)
+def _add_f64(G, tmp):
+    """G += tmp elementwise (2-D, same shape; tmp in the compute dtype)."""
+    n, m = G.shape
+    for i in range(n):
+        for j in range(m):
+            G[i, j] += np.float64(tmp[i, j])
+
+
+# ----------------------------------------------------------------------------------- output layer
+@njit(**_JIT)
+def output_loss_delta(code, A, T, t0, sw, D, ws):
+    """Loss Σ_s s_n ℓ_n of the tile (float64) and δ = s_n ∂ℓ/∂a into ``D``.
+
+    ``A``, ``D``: (m, ts) unit-major output pre-activations and deltas; ``T``: the whole (n, m)
+    target array, the tile's rows starting at ``t0``; ``sw``: sample weights or an empty array.
+    Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax.
+    """
+    m, ts = A.shape
+    mts = m * ts
+    has_sw = sw.shape[0] > 0
+    Af = A.reshape(mts)
+    e = ws[:mts]
+    tmp = ws[mts : 2 * mts]
+    lp = ws[2 * mts : 3 * mts]
+    base = 3 * mts
+    w = ws[base : base + ts]  # per-sample weights of the tile
+    for s in range(ts):
+        w[s] = sw[t0 + s] if has_sw else 1.0
+    loss = 0.0
+    if code == 1:
+        # ℓ = softplus(a) − t a, softplus(a) = max(a, 0) + log1p(e^−|a|); δ = σ(a) − t
+        for q in range(mts):
+            lp[q] = -abs(np.float64(Af[q]))
+        vexp(lp, e, tmp)
+        vlog1p_unit(e, lp)
+        for k in range(m):
+            for s in range(ts):
+                q = k * ts + s
+                a = np.float64(A[k, s])
+                t = np.float64(T[t0 + s, k])
+                p = (1.0 if a >= 0 else e[q]) / (1.0 + e[q])
+                D[k, s] = w[s] * (p - t)
+                loss += w[s] * ((max(a, 0.0) + lp[q]) - t * a)
+    elif code == 2:
+        # ℓ = Σ_k t_k · lse(a) − Σ_k t_k a_k, lse(a) = max a + log Σ_k e^(a_k − max a);
+        # δ_k = Σ_j t_j · softmax(a)_k − t_k
+        amax = ws[base + ts : base + 2 * ts]
+        sum_e = ws[base + 2 * ts : base + 3 * ts]
+        lse = ws[base + 3 * ts : base + 4 * ts]
+        ltmp = ws[base + 4 * ts : base + 5 * ts]
+        for s in range(ts):
+            amax[s] = A[0, s]
+        for k in range(1, m):
+            for s in range(ts):
+                amax[s] = max(amax[s], np.float64(A[k, s]))
+        for k in range(m):
+            for s in range(ts):
+                lp[k * ts + s] = np.float64(A[k, s]) - amax[s]
+        vexp(lp, e, tmp)
+        for s in range(ts):
+            sum_e[s] = e[s]
+        for k in range(1, m):
+            for s in range(ts):
+                sum_e[s] += e[k * ts + s]
+        vlog(sum_e, lse, ltmp)
+        for s in range(ts):
+            tsum = 0.0
+            ta = 0.0
+            for k in range(m):
+                t = np.float64(T[t0 + s, k])
+                tsum += t
+                ta += t * np.float64(A[k, s])
+            loss += w[s] * (tsum * (amax[s] + lse[s]) - ta)
+            scale = tsum / sum_e[s]
+            for k in range(m):
+                D[k, s] = w[s] * (scale * e[k * ts + s] - np.float64(T[t0 + s, k]))
+    else:
+        # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
+        for k in range(m):
+            for s in range(ts):
+                r = np.float64(A[k, s]) - np.float64(T[t0 + s, k])
+                D[k, s] = w[s] * r
+                loss += w[s] * (0.5 * r * r)
+    return loss
+
+
+# ------------------------------------------------------------------------------------ one block
+@njit(**_JIT)
+def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
+    """Add the loss and gradient sums of samples ``[s_begin, s_end)`` into ``g`` (float64).
+
+    ``g[:n_params]`` receives Σ s_n ∂ℓ_n/∂W and ``g[n_params]`` Σ s_n ℓ_n. ``Wc`` is W in the
+    compute dtype; ``zd`` and ``ws`` are this block's scratch (compute dtype and float64).
+    """
+    L = meta[H_L]
+    act = meta[H_ACT]
+    out = meta[H_OUT]
+    tile = meta[H_TILE]
+    n_params = meta[H_NPARAMS]
+    zsize = meta[H_ZSIZE]
+    n1 = L + 1
+    SZ = HEADER
+    ZO = HEADER + n1
+    CO = HEADER + 2 * n1
+    IO = HEADER + 3 * n1
+    BL = HEADER + 4 * n1
+    Z = zd[:zsize]  # z of every layer (z^0 = x, the last holds a^L)
+    D = zd[zsize : 2 * zsize]  # δ of every layer
+    GT = zd[2 * zsize :]  # BLAS gradient products
+    loss = 0.0
+    n0 = meta[SZ]
+    for t0 in range(s_begin, s_end, tile):
+        ts = min(tile, s_end - t0)
+        # z^0: the tile of X, transposed to unit-major
+        Z0 = Z[: n0 * ts].reshape((n0, ts))
+        for s in range(ts):
+            for i in range(n0):
+                Z0[i, s] = X[t0 + s, i]
+        # forward: a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1})
+        for layer in range(L):
+            n_in = meta[SZ + layer]
+            n_out = meta[SZ + layer + 1]
+            zo_in = meta[ZO + layer]
+            zo_out = meta[ZO + layer + 1]
+            Zin = Z[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
+            Aout = Z[zo_out : zo_out + n_out * ts].reshape((n_out, ts))
+            Wl = Wc[meta[CO + layer] : meta[CO + layer + 1]].reshape((n_in, n_out))
+            b = Wc[meta[IO + layer] : meta[IO + layer + 1]]
+            if meta[BL + layer]:
+                np.dot(Wl.T, Zin, Aout)
+                for j in range(n_out):
+                    bj = b[j]
+                    for s in range(ts):
+                        Aout[j, s] += bj
+            else:
+                for j in range(n_out):
+                    bj = b[j]
+                    for s in range(ts):
+                        Aout[j, s] = bj
+                mm_acc(Wl.T, Zin, Aout)
+            if layer < L - 1:
+                mo = n_out * ts
+                activate(act, Aout.reshape(mo), ws[:mo], ws[mo : 2 * mo], ws[2 * mo : 3 * mo])
+        # output: loss and δ^L = s_n (y − t)
+        m = meta[SZ + L]
+        zo = meta[ZO + L]
+        AL = Z[zo : zo + m * ts].reshape((m, ts))
+        DL = D[zo : zo + m * ts].reshape((m, ts))
+        loss += output_loss_delta(out, AL, T, t0, sw, DL, ws)
+        # backward: ∂/∂w_ij += z_i δ_j, ∂/∂b_j += δ_j, then δ_i = σ'(a_i) Σ_j w_ij δ_j
+        for layer in range(L - 1, -1, -1):
+            n_in = meta[SZ + layer]
+            n_out = meta[SZ + layer + 1]
+            zo_in = meta[ZO + layer]
+            zo_out = meta[ZO + layer + 1]
+            Zin = Z[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
+            Dout = D[zo_out : zo_out + n_out * ts].reshape((n_out, ts))
+            co = meta[CO + layer]
+            Gl = g[co : co + n_in * n_out].reshape((n_in, n_out))
+            gb = g[meta[IO + layer] : meta[IO + layer + 1]]
+            Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
+            if meta[BL + layer]:
+                Gt = GT[: n_in * n_out].reshape((n_in, n_out))
+                np.dot(Zin, Dout.T, Gt)
+                _add_f64(Gl, Gt)
+                for j in range(n_out):
+                    acc = 0.0
+                    for s in range(ts):
+                        acc += np.float64(Dout[j, s])
+                    gb[j] += acc
+            else:
+                grad_acc(Zin, Dout, Gl, gb)
+            if layer > 0:
+                Din = D[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
+                if meta[BL + layer]:
+                    np.dot(Wl, Dout, Din)
+                else:
+                    Din[:, :] = 0
+                    mm_acc(Wl, Dout, Din)
+                activation_derivative(act, Zin.reshape(n_in * ts), Din.reshape(n_in * ts))
+    g[n_params] += loss
+
+
+# ------------------------------------------------------------------------------------- drivers
+@njit(**_JIT)
+def _prologue(W, Wc, n, n_chunks, gbuf):
+    for p in range(W.shape[0]):
+        Wc[p] = W[p]
+    for c in range(n_chunks):
+        gbuf[c, :] = 0.0
+
+
+@njit(**_JIT)
+def _epilogue(W, gbuf, n_chunks, meta, scale, l2):
+    """Reduce the blocks' rows in fixed order, scale, and add the L2 term on coefficients."""
+    n_params = meta[H_NPARAMS]
+    n_coef = meta[H_NCOEF]
+    grad = np.empty(n_params, dtype=np.float64)
+    for p in range(n_params + 1):
+        acc = gbuf[0, p]
+        for c in range(1, n_chunks):
+            acc += gbuf[c, p]
+        if p < n_params:
+            grad[p] = scale * acc
+    data = gbuf[0, n_params]
+    for c in range(1, n_chunks):
+        data += gbuf[c, n_params]
+    penalty = 0.0
+    for p in range(n_coef):
+        penalty += W[p] * W[p]
+        grad[p] += 2.0 * l2 * W[p]
+    return scale * data + l2 * penalty, grad
+
+
+@njit(**_JIT)
+def run_serial(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_chunks):
+    """Loss and gradient with the blocks run one after the other on the calling thread."""
+    n = X.shape[0]
+    _prologue(W, Wc, n, n_chunks, gbuf)
+    for c in range(n_chunks):
+        chunk(Wc, X, T, sw, meta, (c * n) // n_chunks, ((c + 1) * n) // n_chunks, zd[0], ws[0], gbuf[c])
+    return _epilogue(W, gbuf, n_chunks, meta, scale, l2)
+
+
+@njit(parallel=True, **_JIT)
+def run_parallel(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_chunks):
+    """Loss and gradient with block ``c`` on a thread of its own (scratch row ``c``)."""
+    n = X.shape[0]
+    _prologue(W, Wc, n, n_chunks, gbuf)
+    for c in prange(n_chunks):
+        chunk(Wc, X, T, sw, meta, (c * n) // n_chunks, ((c + 1) * n) // n_chunks, zd[c], ws[c], gbuf[c])
+    return _epilogue(W, gbuf, n_chunks, meta, scale, l2)
