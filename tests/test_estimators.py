@@ -307,3 +307,32 @@ def test_works_inside_model_selection():
 
 def test_lazy_exports():
     assert fastbp.MLPClassifier is MLPClassifier and fastbp.MLPRegressor is MLPRegressor
+
+
+@pytest.mark.parametrize(
+    "backend, hidden, expect_one",
+    [("auto", (10, 10), True), ("numpy", (10, 10), False), ("auto", (64, 64), False)],
+)
+def test_blas_single_thread_during_small_compiled_fits(backend, hidden, expect_one, monkeypatch):
+    import scipy.optimize
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not blas or all(i["num_threads"] == 1 for i in blas):
+        pytest.skip("BLAS runs one thread here already: nothing to tell apart")
+    if backend == "auto" and fastbp.available_backends() == ("numpy",):
+        pytest.skip("no compiled backend here")
+    seen = []
+    real = scipy.optimize.minimize
+
+    def spy(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", spy)
+    X, y = _blobs(n=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(hidden, backend=backend, max_iter=2, random_state=0).fit(X, y)
+    assert (seen == [1]) == expect_one, seen
+    assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") > 1  # restored

@@ -1,0 +1,168 @@
+"""Estimator fit: ``fastbp.MLPClassifier`` against ``sklearn.neural_network.MLPClassifier(solver="lbfgs")``.
+
+Identical settings on the lab-sized cases of :mod:`fastbp.cases` (same hidden layers, activation,
+alpha, tol, max_iter, max_fun and random_state, so the same initial weights and, where
+scikit-learn's probability clipping does not bite, the same L-BFGS path). Everything a user pays
+for is timed: validation, label binarizing, initialisation and the L-BFGS-B run. One thread for
+both (``n_threads=1``; BLAS limited to one thread with threadpoolctl): lab-sized networks gain
+nothing from threads, and a shared machine makes threaded timings noise.
+
+Groups ``estimator fit: <case>``; ``extra_info`` holds ``n_iter_`` and ``loss_``. Standalone: needs
+no ``conftest.py``. ``python benchmarks/bench_estimators.py`` prints the speed-up table and where a
+fastbp fit spends its time (kernel, scipy's L-BFGS-B, estimator overhead).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from unittest import mock
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize as _minimize
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+from threadpoolctl import threadpool_limits
+
+import fastbp
+from fastbp.cases import CASES, make_case_data
+
+BENCH_CASES = ("seed4layer", "multiclass")
+MAX_ITER = 200  # scikit-learn's default
+RANDOM_STATE = 0
+
+
+def _params(case):
+    return dict(
+        hidden_layer_sizes=case.layer_sizes[1:-1],
+        activation=case.activation,
+        alpha=case.alpha,
+        max_iter=MAX_ITER,
+        random_state=RANDOM_STATE,
+    )
+
+
+def make_estimator(impl, case_name, backend="auto"):
+    """The estimator ``impl`` ("fastbp" or "sklearn") for a case, with the shared settings."""
+    case = CASES[case_name]
+    if impl == "sklearn":
+        return SkMLPClassifier(solver="lbfgs", **_params(case))
+    return fastbp.MLPClassifier(backend=backend, n_threads=1, **_params(case))
+
+
+def _fit(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    # set once, outside the timings: threadpool_limits itself costs milliseconds per call
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.mark.parametrize("impl", ["fastbp", "sklearn"])
+@pytest.mark.parametrize("case_name", BENCH_CASES)
+def test_estimator_fit(benchmark, case_name, impl):
+    X, y = make_case_data(case_name)
+    est = make_estimator(impl, case_name)
+    _fit(est, X, y)  # warm-up: JIT compilation, imports
+    benchmark.group = f"estimator fit: {case_name}"
+    benchmark.pedantic(_fit, args=(est, X, y), rounds=5, iterations=1)
+    assert est.n_iter_ > 0 and np.isfinite(est.loss_)
+    # the same problem: both reach a loss in the same range (paths may part once clipping bites)
+    ref = _fit(make_estimator("sklearn", case_name), X, y) if impl == "fastbp" else est
+    assert abs(est.loss_ - ref.loss_) <= 0.05 * ref.loss_ + 1e-3
+    benchmark.extra_info.update(n_iter=int(est.n_iter_), loss=float(est.loss_))
+
+
+# ----------------------------------------------------------------------------- the report
+def _median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def profile_fit(case_name, repeat=7, backend="auto"):
+    """Medians (seconds) of the whole fits and of the parts of a fastbp fit.
+
+    * ``sklearn``, ``fastbp``: whole ``fit`` calls.
+    * ``minimize``: the ``scipy.optimize.minimize`` call inside fastbp's fit.
+    * ``kernel``: the time inside the objective calls of that run (the check of W included).
+    * ``lbfgs`` = minimize − kernel: scipy's L-BFGS-B (Fortran + its Python driver).
+    * ``overhead`` = fastbp − minimize: validation, label binarizing, init, Network set-up.
+    """
+    X, y = make_case_data(case_name)
+    sk = make_estimator("sklearn", case_name)
+    fb = make_estimator("fastbp", case_name, backend)
+    _fit(sk, X, y), _fit(fb, X, y)
+    out = {
+        "sklearn": _median_time(lambda: _fit(sk, X, y), repeat),
+        "fastbp": _median_time(lambda: _fit(fb, X, y), repeat),
+        "n_iter_sklearn": sk.n_iter_,
+        "n_iter_fastbp": fb.n_iter_,
+        "backend": fb.backend_,
+    }
+
+    # the real fits again, with scipy.optimize.minimize (which the estimator calls) timed, and
+    # the objective it is handed timed inside it
+    parts = []
+
+    def timed_minimize(fun, x0, **kwargs):
+        inside = [0.0, 0]
+
+        def timed(W):
+            t0 = time.perf_counter()
+            r = fun(W)
+            inside[0] += time.perf_counter() - t0
+            inside[1] += 1
+            return r
+
+        t0 = time.perf_counter()
+        res = _minimize(timed, x0, **kwargs)
+        parts.append((time.perf_counter() - t0, inside[0], inside[1], res.nit))
+        return res
+
+    with mock.patch("scipy.optimize.minimize", timed_minimize):
+        for _ in range(repeat):
+            _fit(fb, X, y)
+    total, kernel, nfev, nit = (float(np.median(c)) for c in zip(*parts))
+    out.update(minimize=total, kernel=kernel, lbfgs=total - kernel, overhead=out["fastbp"] - total,
+               nfev=nfev, nit=nit)
+    return out
+
+
+def main():
+    print(f"fastbp backends: {fastbp.available_backends()}; one thread each; medians of 7 fits\n")
+    rows = []
+    with threadpool_limits(1):
+        for name in BENCH_CASES:
+            for backend in ("auto", *fastbp.available_backends()):
+                p = profile_fit(name, backend=backend)
+                p["label"] = f"auto ({p['backend']})" if backend == "auto" else backend
+                rows.append((name, p))
+    print("| case | backend | sklearn fit | fastbp fit | speed-up | n_iter (sk/fb) |")
+    print("|---|---|---|---|---|---|")
+    for name, p in rows:
+        print(f"| {name} | {p['label']} | "
+              f"{p['sklearn'] * 1e3:.1f} ms | {p['fastbp'] * 1e3:.1f} ms | {p['sklearn'] / p['fastbp']:.2f}x | "
+              f"{p['n_iter_sklearn']}/{p['n_iter_fastbp']} |")
+    print("\nWhere a fastbp fit's time goes (µs per L-BFGS iteration):\n")
+    print("| case | backend | sklearn fit | fastbp fit | kernel (objective calls) | scipy L-BFGS-B driver | "
+          "estimator overhead | f evals/iter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, p in rows:
+        it = p["nit"]
+        print(f"| {name} | {p['label']} | {p['sklearn'] / p['n_iter_sklearn'] * 1e6:.0f} | "
+              f"{p['fastbp'] / p['n_iter_fastbp'] * 1e6:.0f} | {p['kernel'] / it * 1e6:.0f} | "
+              f"{p['lbfgs'] / it * 1e6:.0f} | {p['overhead'] / it * 1e6:.0f} | {p['nfev'] / it:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
