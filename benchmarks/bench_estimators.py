@@ -73,9 +73,11 @@ def test_estimator_fit(benchmark, case_name, impl):
     benchmark.group = f"estimator fit: {case_name}"
     benchmark.pedantic(_fit, args=(est, X, y), rounds=5, iterations=1)
     assert est.n_iter_ > 0 and np.isfinite(est.loss_)
-    # the same problem: both reach a loss in the same range (paths may part once clipping bites)
+    # the same work: as many iterations as scikit-learn, to a loss of the same size (after 200
+    # iterations the paths may have parted, once scikit-learn's probability clipping bites)
     ref = _fit(make_estimator("sklearn", case_name), X, y) if impl == "fastbp" else est
-    assert abs(est.loss_ - ref.loss_) <= 0.05 * ref.loss_ + 1e-3
+    assert est.n_iter_ == ref.n_iter_
+    assert ref.loss_ / 1.5 <= est.loss_ <= 1.5 * ref.loss_
     benchmark.extra_info.update(n_iter=int(est.n_iter_), loss=float(est.loss_))
 
 
@@ -89,10 +91,11 @@ def _median_time(fn, repeat):
     return float(np.median(times))
 
 
-def profile_fit(case_name, repeat=7, backend="auto"):
+def profile_fit(case_name, repeat=9, backend="auto"):
     """Medians (seconds) of the whole fits and of the parts of a fastbp fit.
 
-    * ``sklearn``, ``fastbp``: whole ``fit`` calls.
+    * ``sklearn``, ``fastbp``: whole ``fit`` calls; ``ratio``: median of sklearn/fastbp over
+      interleaved pairs.
     * ``minimize``: the ``scipy.optimize.minimize`` call inside fastbp's fit.
     * ``kernel``: the time inside the objective calls of that run (the check of W included).
     * ``lbfgs`` = minimize − kernel: scipy's L-BFGS-B (Fortran + its Python driver).
@@ -102,9 +105,16 @@ def profile_fit(case_name, repeat=7, backend="auto"):
     sk = make_estimator("sklearn", case_name)
     fb = make_estimator("fastbp", case_name, backend)
     _fit(sk, X, y), _fit(fb, X, y)
+    # interleaved, so that a busy machine's drift hits both alike; the ratio is the median of
+    # the per-pair ratios
+    t_sk, t_fb = [], []
+    for _ in range(repeat):
+        t_sk.append(_median_time(lambda: _fit(sk, X, y), 1))
+        t_fb.append(_median_time(lambda: _fit(fb, X, y), 1))
     out = {
-        "sklearn": _median_time(lambda: _fit(sk, X, y), repeat),
-        "fastbp": _median_time(lambda: _fit(fb, X, y), repeat),
+        "sklearn": float(np.median(t_sk)),
+        "fastbp": float(np.median(t_fb)),
+        "ratio": float(np.median(np.array(t_sk) / np.array(t_fb))),
         "n_iter_sklearn": sk.n_iter_,
         "n_iter_fastbp": fb.n_iter_,
         "backend": fb.backend_,
@@ -139,7 +149,7 @@ def profile_fit(case_name, repeat=7, backend="auto"):
 
 
 def main():
-    print(f"fastbp backends: {fastbp.available_backends()}; one thread each; medians of 7 fits\n")
+    print(f"fastbp backends: {fastbp.available_backends()}; one thread each; medians of 9 interleaved fits\n")
     rows = []
     with threadpool_limits(1):
         for name in BENCH_CASES:
@@ -151,7 +161,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, p in rows:
         print(f"| {name} | {p['label']} | "
-              f"{p['sklearn'] * 1e3:.1f} ms | {p['fastbp'] * 1e3:.1f} ms | {p['sklearn'] / p['fastbp']:.2f}x | "
+              f"{p['sklearn'] * 1e3:.1f} ms | {p['fastbp'] * 1e3:.1f} ms | {p['ratio']:.2f}x | "
               f"{p['n_iter_sklearn']}/{p['n_iter_fastbp']} |")
     print("\nWhere a fastbp fit's time goes (µs per L-BFGS iteration):\n")
     print("| case | backend | sklearn fit | fastbp fit | kernel (objective calls) | scipy L-BFGS-B driver | "
@@ -162,6 +172,22 @@ def main():
         print(f"| {name} | {p['label']} | {p['sklearn'] / p['n_iter_sklearn'] * 1e6:.0f} | "
               f"{p['fastbp'] / p['n_iter_fastbp'] * 1e6:.0f} | {p['kernel'] / it * 1e6:.0f} | "
               f"{p['lbfgs'] / it * 1e6:.0f} | {p['overhead'] / it * 1e6:.0f} | {p['nfev'] / it:.2f} |")
+
+    print("\nAs shipped, without any thread limit (BLAS and kernel threads at their defaults):\n")
+    print("| case | sklearn fit | fastbp fit (auto) | speed-up |")
+    print("|---|---|---|---|")
+    for name in BENCH_CASES:
+        X, y = make_case_data(name)
+        case = CASES[name]
+        sk = SkMLPClassifier(solver="lbfgs", **_params(case))
+        fb = fastbp.MLPClassifier(**_params(case))
+        _fit(sk, X, y), _fit(fb, X, y)
+        t_sk, t_fb = [], []
+        for _ in range(9):
+            t_sk.append(_median_time(lambda: _fit(sk, X, y), 1))  # noqa: B023 (used at once)
+            t_fb.append(_median_time(lambda: _fit(fb, X, y), 1))  # noqa: B023
+        ratio = np.median(np.array(t_sk) / np.array(t_fb))
+        print(f"| {name} | {np.median(t_sk) * 1e3:.1f} ms | {np.median(t_fb) * 1e3:.1f} ms | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":
