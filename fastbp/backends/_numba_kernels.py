@@ -39,6 +39,7 @@ _FAST = dict(_JIT, fastmath={"reassoc", "contract"})
 # ------------------------------------------------------------------------------------ meta layout
 H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE = range(8)
 HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
+PAD = 16  # tiles are padded to a multiple of this many samples; tile sizes are multiples of it
 
 
 def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas):
@@ -289,31 +290,37 @@ def mm_acc(Mt, Zin, Aout):
     """Aout[j, :] += Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (the inner loop is over samples).
 
     Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
-    Four input rows per pass keep the accumulator row's loads and stores low.
+    Blocks of two output rows by four input rows share their loads (≈1.5× a plain row update).
     """
     n_out, n_in = Mt.shape
     ts = Zin.shape[1]
-    for j in range(n_out):
-        row = Aout[j]
+    j = 0
+    while j + 2 <= n_out:
+        r0 = Aout[j]
+        r1 = Aout[j + 1]
         i = 0
         while i + 4 <= n_in:
-            w0 = Mt[j, i]
-            w1 = Mt[j, i + 1]
-            w2 = Mt[j, i + 2]
-            w3 = Mt[j, i + 3]
-            z0 = Zin[i]
-            z1 = Zin[i + 1]
-            z2 = Zin[i + 2]
-            z3 = Zin[i + 3]
+            a0, a1, a2, a3 = Mt[j, i], Mt[j, i + 1], Mt[j, i + 2], Mt[j, i + 3]
+            b0, b1, b2, b3 = Mt[j + 1, i], Mt[j + 1, i + 1], Mt[j + 1, i + 2], Mt[j + 1, i + 3]
+            z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
             for s in range(ts):
-                row[s] += (w0 * z0[s] + w1 * z1[s]) + (w2 * z2[s] + w3 * z3[s])
+                x0, x1, x2, x3 = z0[s], z1[s], z2[s], z3[s]
+                r0[s] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                r1[s] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
             i += 4
         while i < n_in:
-            w0 = Mt[j, i]
-            z0 = Zin[i]
+            a0, b0, z0 = Mt[j, i], Mt[j + 1, i], Zin[i]
             for s in range(ts):
-                row[s] += w0 * z0[s]
+                r0[s] += a0 * z0[s]
+                r1[s] += b0 * z0[s]
             i += 1
+        j += 2
+    if j < n_out:
+        r0 = Aout[j]
+        for i in range(n_in):
+            a0, z0 = Mt[j, i], Zin[i]
+            for s in range(ts):
+                r0[s] += a0 * z0[s]
 
 
 @njit(**_FAST)
@@ -361,17 +368,22 @@ def _add_f64(G, tmp):
 
 # ----------------------------------------------------------------------------------- output layer
 @njit(**_JIT)
-def output_loss_delta(code, A, T, t0, sw, D, ws):
-    """Loss Σ_s s_n ℓ_n of the tile (float64) and δ = s_n ∂ℓ/∂a into ``D``.
+def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
+    """Loss Σ_s s_n ℓ_n of the tile (float64) and δ = s_n ∂ℓ/∂a into ``Dp``.
 
-    ``A``, ``D``: (m, ts) unit-major output pre-activations and deltas; ``T``: the whole (n, m)
+    ``Ap``, ``Dp``: (m, tsp) unit-major output pre-activations and deltas, of which the first
+    ``ts`` columns are samples and the rest padding (its δ is set to 0); ``T``: the whole (n, m)
     target array, the tile's rows starting at ``t0``; ``sw``: sample weights or an empty array.
     Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax.
     """
-    m, ts = A.shape
+    m, tsp = Ap.shape
+    for k in range(m):
+        for s in range(ts, tsp):
+            Dp[k, s] = 0
+    A = Ap[:, :ts]
+    D = Dp[:, :ts]
     mts = m * ts
     has_sw = sw.shape[0] > 0
-    Af = A.reshape(mts)
     e = ws[:mts]
     tmp = ws[mts : 2 * mts]
     lp = ws[2 * mts : 3 * mts]
@@ -382,8 +394,9 @@ def output_loss_delta(code, A, T, t0, sw, D, ws):
     loss = 0.0
     if code == 1:
         # ℓ = softplus(a) − t a, softplus(a) = max(a, 0) + log1p(e^−|a|); δ = σ(a) − t
-        for q in range(mts):
-            lp[q] = -abs(np.float64(Af[q]))
+        for k in range(m):
+            for s in range(ts):
+                lp[k * ts + s] = -abs(np.float64(A[k, s]))
         vexp(lp, e, tmp)
         vlog1p_unit(e, lp)
         for k in range(m):
@@ -463,12 +476,18 @@ def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     loss = 0.0
     n0 = meta[SZ]
     for t0 in range(s_begin, s_end, tile):
-        ts = min(tile, s_end - t0)
+        tsx = min(tile, s_end - t0)
+        # the tile is padded with zero samples to a multiple of PAD: the vector loops over samples
+        # then run no scalar remainder. Padding gets δ = 0, so it adds exact zeros to the sums.
+        ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
         # z^0: the tile of X, transposed to unit-major
         Z0 = Z[: n0 * ts].reshape((n0, ts))
-        for s in range(ts):
+        for s in range(tsx):
             for i in range(n0):
                 Z0[i, s] = X[t0 + s, i]
+        for i in range(n0):
+            for s in range(tsx, ts):
+                Z0[i, s] = 0
         # forward: a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1})
         for layer in range(L):
             n_in = meta[SZ + layer]
@@ -499,7 +518,7 @@ def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
         zo = meta[ZO + L]
         AL = Z[zo : zo + m * ts].reshape((m, ts))
         DL = D[zo : zo + m * ts].reshape((m, ts))
-        loss += output_loss_delta(out, AL, T, t0, sw, DL, ws)
+        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws)
         # backward: ∂/∂w_ij += z_i δ_j, ∂/∂b_j += δ_j, then δ_i = σ'(a_i) Σ_j w_ij δ_j
         for layer in range(L - 1, -1, -1):
             n_in = meta[SZ + layer]

@@ -23,8 +23,10 @@ from . import _numba_kernels as K
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
 BLAS_MIN_COEFS = 128 * 128
-#: Fewest samples worth a thread of their own.
-MIN_SAMPLES_PER_CHUNK = 64
+#: Least work (≈ multiply-adds: coefficients + 4 per hidden unit, per sample) worth a thread of
+#: its own. Below it a thread costs more than it saves, and on a loaded machine a parallel region
+#: can wait milliseconds for a descheduled worker.
+WORK_PER_CHUNK = 2_000_000
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
 TILE_MIN, TILE_MAX, TILE_BLAS = 16, 256, 256
 _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 KiB of z and δ)
@@ -62,7 +64,7 @@ class NumbaKernel:
             tile = TILE_BLAS
         else:
             tile = _TILE_BUDGET // int(sizes.sum())
-            tile = max(TILE_MIN, min(TILE_MAX, tile - tile % 8))
+            tile = max(TILE_MIN, min(TILE_MAX, tile - tile % K.PAD))
         self.tile = tile
         self.meta, self._zsize, self._wsize = K.make_meta(
             sizes,
@@ -76,6 +78,7 @@ class NumbaKernel:
         self.meta.setflags(write=False)
         self._gsize = max([a * b for (a, b), f in zip(layout.coef_shapes, blas) if f], default=0)
         self._max_chunks = 1 if self.uses_blas else self.n_threads
+        self._work_per_sample = layout.n_coef + 4 * sum(layout.layer_sizes[1:-1])
         self._lock = threading.Lock()
         self._scratch = self._allocate()
 
@@ -90,7 +93,7 @@ class NumbaKernel:
 
     def n_chunks(self, n_samples):
         """Blocks the samples are split into: a function of n_samples, the layout, n_threads."""
-        return max(1, min(self._max_chunks, n_samples // MIN_SAMPLES_PER_CHUNK))
+        return max(1, min(self._max_chunks, n_samples * self._work_per_sample // WORK_PER_CHUNK))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         n_chunks = self.n_chunks(X.shape[0])
