@@ -58,8 +58,18 @@ import scipy.sparse as sp
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
-from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
+
+try:  # scikit-learn's own switch for scipy's deprecated iprint; the same rule where it is missing
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # pragma: no cover
+
+    def _get_additional_lbfgs_options_dict(key, value):
+        from scipy import __version__
+        from sklearn.externals._packaging.version import parse
+
+        return {} if parse(__version__) >= parse("1.15") else {key: value}
+
 
 from . import backends
 from ._progress import LBFGSProgress
