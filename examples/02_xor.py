@@ -80,6 +80,8 @@ def main():
     print(f"{'activation':<10} {'hidden':<9} {'loss_':>8} {'accuracy':>9}  starts that learnt XOR")
     solved_by = {}
     start = time.perf_counter()
+    # a start whose line search fails (L-BFGS "ABNORMAL") is kept as it is: that is the lesson
+    warnings.simplefilter("ignore", ConvergenceWarning)
     for row, (activation, sizes_list) in zip(axes, grid):
         for ax, sizes in zip(row, sizes_list):
             model, solved = fit_best(
