@@ -25,11 +25,15 @@ _LAZY = {
     "MLPRegressor": "estimators",
     "Perceptron": "perceptron",
 }
+# submodules reachable as attributes (fastbp.plot.decision_boundary) without an explicit import
+_SUBMODULES = ("plot", "datasets", "distributed", "estimators", "perceptron", "cases", "backends")
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
