@@ -122,13 +122,15 @@ def test_tile_edges(n):
 
 def test_bit_identical_repeats_and_thread_counts():
     rng = np.random.default_rng(11)
-    X = rng.standard_normal((2000, 5))
-    y = rng.integers(0, 2, 2000)
+    n = 8000
+    X = rng.standard_normal((n, 5))
+    y = rng.integers(0, 2, n)
     sizes = [5, 33, 17, 1]
     results = {}
     for n_threads in (1, 2, 3):
         net = fastbp.Network(sizes, "tanh", backend="numba", n_threads=n_threads, l2=1e-3)
         f = net.bind(X, y)
+        assert f._kernel.n_chunks(n) == n_threads  # the samples really are split n_threads ways
         W = net.init_weights(0)
         first = f(W)
         for _ in range(3):
