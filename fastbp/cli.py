@@ -183,6 +183,15 @@ def _check_writable(path, option):
         raise CLIError(f"{option} {path}: folder {parent} does not exist")
 
 
+def _check_image_format(path):
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in supported:
+        raise CLIError(f"--plot {path}: unknown image format {suffix!r}; use one of {', '.join(sorted(supported))}")
+
+
 class _Progress:
     """One line on stderr, redrawn at most ten times a second: iteration and loss."""
 
@@ -245,6 +254,7 @@ def _cmd_fit(args):
 
     if args.plot:
         _check_writable(args.plot, "--plot")
+        _check_image_format(args.plot)
     if args.save:
         _check_writable(args.save, "--save")
     label, (X, y) = _read_data(args.data)

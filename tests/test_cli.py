@@ -110,6 +110,7 @@ def test_fit_three_features_cannot_plot(capsys, tmp_path):
         (["fit", "moons", "--activation", "softsign"], ["--activation", "invalid choice"]),
         (["fit", "moons", "--backend", "gpu"], ["--backend", "invalid choice"]),
         (["fit", "moons", "--plot", "/no/such/folder/b.png"], ["--plot", "does not exist"]),
+        (["fit", "moons", "--plot", "boundary.xyz"], ["--plot", "unknown image format 'xyz'", "png"]),
         (["fit"], ["required"]),
         (["frobnicate"], ["invalid choice"]),
         ([], ["required"]),
