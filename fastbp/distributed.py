@@ -308,27 +308,24 @@ class DaskObjective:
         return _Spec(net.layer_sizes, net.activation, net.output, net.dtype.str, name, self._n_threads)
 
     def _n_workers(self):
-        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+        return len(self.client.nthreads())
 
     def _from_numpy(self, X, y, sample_weight, n_partitions):
         # the same checks, in the same order, as Network.bind
         X, T, sw, _ = self.network._validate(X, y, sample_weight)
         n = X.shape[0]
         spec = self._spec(n)
-        workers = list(self.client.scheduler_info(n_workers=-1)["workers"])
-        k = min(n, n_partitions or max(1, len(workers)))
+        k = min(n, n_partitions or max(1, self._n_workers()))
         bounds = _boundaries(n, k)
-        parts = []
-        for i in range(k):
-            rows = slice(bounds[i], bounds[i + 1])
-            # spread the blocks over the workers; loose, so a lost block is recreated anywhere
-            placement = {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
-            parts.append(
-                self.client.submit(
-                    _place_partition, spec, X[rows], T[rows], None if sw is None else sw[rows],
-                    pure=False, key=f"fastbp-partition-{i}-{_token()}", **placement,
-                )
+        # no worker restrictions: the scheduler spreads these root tasks over the workers, and a
+        # task restricted to a worker that died would never run again, even loosely restricted
+        parts = [
+            self.client.submit(
+                _place_partition, spec, X[a:b], T[a:b], None if sw is None else sw[a:b],
+                pure=False, key=f"fastbp-partition-{i}-{_token()}",
             )
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:]))
+        ]
         self._finish(spec, parts)
 
     def _from_dask(self, X, y, sample_weight, n_partitions):
