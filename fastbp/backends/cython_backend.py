@@ -34,11 +34,11 @@ OPENBLAS_SERIAL_MNK = 262_144
 #: ... unless a layer is so wide that a tile of even this many samples exceeds it: then the tiles
 #: run on one thread and the parallelism is BLAS's own (``serial_blas``), on tiles of this size.
 MIN_TILE = 32
-BIG_TILE = 256
+BIG_TILE = 2048
 #: Tile for networks without BLAS layers: every layer's activations and deltas stay in cache.
 LOOP_TILE = 128
 #: Floating-point multiply-adds a thread must have to do before a second one is started.
-MIN_WORK_PER_THREAD = 150_000
+MIN_WORK_PER_THREAD = 1_000_000
 
 
 def plan_for(layout, n_threads):
