@@ -109,6 +109,32 @@ def test_float32_matches_float64_reference(activation, output):
     _check(net, W, X, y, T, sw=rng.random(300), rtol=RTOL32)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("output", ["logistic", "softmax", "identity"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sample_major_blas_kernel(monkeypatch, activation, output, dtype):
+    """The sample-major kernel (wide layers: every product a gemm) on small layers: several tiles,
+    several output sub-tiles per tile, a short last tile, sample weights."""
+    monkeypatch.setattr(numba_backend, "BLAS_MIN_COEFS", 1)
+    monkeypatch.setattr(numba_backend, "TILE_ROWS", 512)
+    rng = np.random.default_rng(ACTIVATIONS.index(activation))
+    n = 1300
+    m = 1 if output == "logistic" else 3
+    sizes = (5, 9, 7, m)
+    net = fastbp.Network(sizes, activation, output, l2=0.01, backend="numba", dtype=dtype)
+    kernel = numba_backend.BACKEND.prepare(net.layout, 1)
+    assert kernel.uses_blas and kernel.tile == 512
+    W = net.init_weights(rng) * 2
+    X = rng.standard_normal((n, sizes[0]))
+    y, T = _targets(output, n, m, rng)
+    rtol = RTOL64 if dtype == np.float64 else RTOL32
+    _check(net, W, X, y, T, rtol=rtol)
+    _check(net, W, X, y, T, sw=rng.random(n) * 2, rtol=rtol)
+    for depth0 in [(5, m)]:  # no hidden layer: X straight into the output gemm
+        net0 = fastbp.Network(depth0, activation, output, l2=0.01, backend="numba", dtype=dtype)
+        _check(net0, net0.init_weights(1), X, y, T, rtol=rtol)
+
+
 @pytest.mark.parametrize("n", [1, 5, 64, 191, 257, 1000])
 def test_tile_edges(n):
     """n = 1, n below a tile, a multiple of it and not: every tile and block boundary."""

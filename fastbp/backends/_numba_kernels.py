@@ -37,26 +37,37 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 _FAST = dict(_JIT, fastmath={"reassoc", "contract"})
 
 # ------------------------------------------------------------------------------------ meta layout
-H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE = range(8)
+H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE, H_ROWS, H_GSIZE = range(10)
 HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
 PAD = 16  # tiles are padded to a multiple of this many samples; tile sizes are multiples of it
+ACT_BLOCK = 1024  # the activations run over blocks of this many values (float64 scratch in L1)
+OUT_BLOCK = 256  # sample-major tiles evaluate the output layer over sub-tiles of this many samples
 
 
-def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas):
+def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas, rows=False):
     """Pack a layout into the int64 array the kernels read (see the module docstring).
 
-    Returns ``(meta, zsize, wsize)``: the per-thread scratch lengths in the compute dtype
-    (``2 * zsize + gsize``, see :func:`scratch_sizes`) and in float64 (``wsize``).
+    ``rows`` selects the sample-major BLAS kernel (every layer a gemm on ``(tile, n_units)``
+    blocks, X read in place). Returns ``(meta, zsize, wsize)``: the per-block scratch lengths in
+    the compute dtype and in float64.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     n1 = len(sizes)
     L = n1 - 1
-    zoff = np.concatenate(([0], np.cumsum(sizes) * tile)).astype(np.int64)[:n1]
-    zsize = int(sizes.sum()) * tile
-    maxw = int(sizes.max())
-    # float64 scratch: three (maxw, tile) blocks for the transcendental functions and the output
-    # layer, plus eight per-sample vectors for the softmax / loss bookkeeping
-    wsize = 3 * maxw * tile + 8 * tile
+    stored = sizes.copy()
+    if rows:
+        stored[0] = 0  # z^0 is X itself
+    zoff = np.concatenate(([0], np.cumsum(stored) * tile)).astype(np.int64)[:n1]
+    m = int(sizes[-1])
+    ob = min(tile, OUT_BLOCK) if rows else tile
+    # float64 scratch: three ACT_BLOCK blocks for the hidden activations, three (m, ob) blocks
+    # for the output layer's transcendental functions, and eight per-sample vectors
+    wsize = 3 * ACT_BLOCK + 3 * m * ob + 8 * ob
+    gsize = max([int(a * b) for a, b, f in zip(sizes[:-1], sizes[1:], blas) if f], default=0)
+    # compute dtype scratch: z and δ of every stored layer, a BLAS gradient product, and (sample
+    # major) the output sub-tile transposed to unit-major, a and δ
+    zsize = int(stored.sum()) * tile
+    csize = 2 * zsize + gsize + (2 * m * ob if rows else 0)
     meta = np.zeros(HEADER + 5 * n1, dtype=np.int64)
     meta[H_L] = L
     meta[H_ACT] = activation_code
@@ -66,12 +77,14 @@ def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_co
     meta[H_NCOEF] = coef_offsets[-1]
     meta[H_ZSIZE] = zsize
     meta[H_WSIZE] = wsize
+    meta[H_ROWS] = int(rows)
+    meta[H_GSIZE] = gsize
     meta[HEADER : HEADER + n1] = sizes
     meta[HEADER + n1 : HEADER + 2 * n1] = zoff
     meta[HEADER + 2 * n1 : HEADER + 3 * n1] = coef_offsets
     meta[HEADER + 3 * n1 : HEADER + 4 * n1] = intercept_offsets
     meta[HEADER + 4 * n1 : HEADER + 4 * n1 + L] = np.asarray(blas, dtype=np.int64)
-    return meta, zsize, wsize
+    return meta, csize, wsize
 
 
 # ------------------------------------------------------------------ vectorizable transcendentals
@@ -240,11 +253,26 @@ def vlog(x, out, tmp):
 # ------------------------------------------------------------------------- hidden activations
 @njit(**_JIT)
 def activate(code, a, w1, w2, w3):
-    """z = σ(a) in place on the flat tile ``a``; ``w1``, ``w2``, ``w3`` float64 scratch of a's
-    length.
+    """z = σ(a) in place on the flat tile ``a``; ``w1``, ``w2``, ``w3`` float64 scratch of equal
+    length, any length ≥ 1: ``a`` is processed in blocks of that length.
 
     Codes follow :data:`fastbp.layout.ACTIVATIONS`: 0 identity, 1 logistic, 2 tanh, 3 relu.
     """
+    if code == 0:
+        return
+    if code == 3:
+        for q in range(a.shape[0]):
+            a[q] = a[q] if a[q] > 0 else 0
+        return
+    m = a.shape[0]
+    B = w1.shape[0]
+    for q0 in range(0, m, B):
+        q1 = min(m, q0 + B)
+        _activate_block(code, a[q0:q1], w1[: q1 - q0], w2[: q1 - q0], w3[: q1 - q0])
+
+
+@njit(**_JIT)
+def _activate_block(code, a, w1, w2, w3):
     m = a.shape[0]
     if code == 1:
         # σ(a) = 1 / (1 + e^−a) for a ≥ 0 and e^a / (1 + e^a) below: e = e^−|a| never overflows
@@ -458,6 +486,126 @@ def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     ``g[:n_params]`` receives Σ s_n ∂ℓ_n/∂W and ``g[n_params]`` Σ s_n ℓ_n. ``Wc`` is W in the
     compute dtype; ``zd`` and ``ws`` are this block's scratch (compute dtype and float64).
     """
+    if meta[H_ROWS]:
+        _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g)
+    else:
+        _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g)
+
+
+@njit(**_FAST)
+def _bias_rows(A, b):
+    """A[s, :] += b for every row of a sample-major tile."""
+    ts, n = A.shape
+    for s in range(ts):
+        for j in range(n):
+            A[s, j] += b[j]
+
+
+@njit(**_FAST)
+def _grad_rows(Zin, Dout, Gt, Gl, gb):
+    """Gl += Zin.T @ Dout (one gemm in the compute dtype, added in float64), gb += Σ_s Dout."""
+    np.dot(Zin.T, Dout, Gt)
+    _add_f64(Gl, Gt)
+    ts, n_out = Dout.shape
+    for s in range(ts):
+        for j in range(n_out):
+            gb[j] += np.float64(Dout[s, j])
+
+
+@njit(**_JIT)
+def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
+    """:func:`chunk` on sample-major tiles: every product is a gemm on C-contiguous blocks.
+
+    ``Z_l`` is ``(ts, n_units)``; z^0 is the tile's rows of X, read in place. Per tile and layer:
+    ``A = Z @ W`` forward, ``G += Z.T @ δ`` and ``δ_prev = δ @ W.T`` backward, each one BLAS call
+    (which runs its own threads). The output layer is evaluated on sub-tiles transposed to the
+    unit-major form of :func:`output_loss_delta`.
+    """
+    L = meta[H_L]
+    act = meta[H_ACT]
+    out = meta[H_OUT]
+    tile = meta[H_TILE]
+    n_params = meta[H_NPARAMS]
+    zsize = meta[H_ZSIZE]
+    gsize = meta[H_GSIZE]
+    n1 = L + 1
+    SZ = HEADER
+    ZO = HEADER + n1
+    CO = HEADER + 2 * n1
+    IO = HEADER + 3 * n1
+    m = meta[SZ + L]
+    ob = min(tile, OUT_BLOCK)
+    Z = zd[:zsize]
+    D = zd[zsize : 2 * zsize]
+    GT = zd[2 * zsize : 2 * zsize + gsize]
+    o = 2 * zsize + gsize
+    AUf = zd[o : o + m * ob]
+    DUf = zd[o + m * ob : o + 2 * m * ob]
+    wa1 = ws[:ACT_BLOCK]
+    wa2 = ws[ACT_BLOCK : 2 * ACT_BLOCK]
+    wa3 = ws[2 * ACT_BLOCK : 3 * ACT_BLOCK]
+    wo = ws[3 * ACT_BLOCK :]
+    loss = 0.0
+    for t0 in range(s_begin, s_end, tile):
+        ts = min(tile, s_end - t0)
+        X0 = X[t0 : t0 + ts]
+        # forward: A^{l+1} = Z^l @ W_l + b_l, Z^{l+1} = σ(A^{l+1})
+        for layer in range(L):
+            n_in = meta[SZ + layer]
+            n_out = meta[SZ + layer + 1]
+            zo_out = meta[ZO + layer + 1]
+            Aout = Z[zo_out : zo_out + ts * n_out].reshape((ts, n_out))
+            Wl = Wc[meta[CO + layer] : meta[CO + layer + 1]].reshape((n_in, n_out))
+            b = Wc[meta[IO + layer] : meta[IO + layer + 1]]
+            if layer == 0:
+                np.dot(X0, Wl, Aout)
+            else:
+                zo_in = meta[ZO + layer]
+                np.dot(Z[zo_in : zo_in + ts * n_in].reshape((ts, n_in)), Wl, Aout)
+            _bias_rows(Aout, b)
+            if layer < L - 1:
+                activate(act, Aout.reshape(ts * n_out), wa1, wa2, wa3)
+        # output: loss and δ^L, on unit-major sub-tiles
+        zo = meta[ZO + L]
+        AL = Z[zo : zo + ts * m].reshape((ts, m))
+        DL = D[zo : zo + ts * m].reshape((ts, m))
+        for u0 in range(0, ts, ob):
+            us = min(ob, ts - u0)
+            AU = AUf[: m * us].reshape((m, us))
+            DU = DUf[: m * us].reshape((m, us))
+            for s in range(us):
+                for k in range(m):
+                    AU[k, s] = AL[u0 + s, k]
+            loss += output_loss_delta(out, AU, T, t0 + u0, us, sw, DU, wo)
+            for s in range(us):
+                for k in range(m):
+                    DL[u0 + s, k] = DU[k, s]
+        # backward: G_l += Z^l.T @ δ^{l+1}, δ^l = σ'(a^l) (δ^{l+1} @ W_l.T)
+        for layer in range(L - 1, -1, -1):
+            n_in = meta[SZ + layer]
+            n_out = meta[SZ + layer + 1]
+            zo_out = meta[ZO + layer + 1]
+            Dout = D[zo_out : zo_out + ts * n_out].reshape((ts, n_out))
+            co = meta[CO + layer]
+            Gl = g[co : co + n_in * n_out].reshape((n_in, n_out))
+            gb = g[meta[IO + layer] : meta[IO + layer + 1]]
+            Gt = GT[: n_in * n_out].reshape((n_in, n_out))
+            if layer == 0:
+                _grad_rows(X0, Dout, Gt, Gl, gb)
+            else:
+                zo_in = meta[ZO + layer]
+                Zin = Z[zo_in : zo_in + ts * n_in].reshape((ts, n_in))
+                _grad_rows(Zin, Dout, Gt, Gl, gb)
+                Din = D[zo_in : zo_in + ts * n_in].reshape((ts, n_in))
+                Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
+                np.dot(Dout, Wl.T, Din)
+                activation_derivative(act, Zin.reshape(ts * n_in), Din.reshape(ts * n_in))
+    g[n_params] += loss
+
+
+@njit(**_JIT)
+def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
+    """:func:`chunk` on unit-major tiles (narrow networks: the inner loops run over samples)."""
     L = meta[H_L]
     act = meta[H_ACT]
     out = meta[H_OUT]
@@ -511,14 +659,19 @@ def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                         Aout[j, s] = bj
                 mm_acc(Wl.T, Zin, Aout)
             if layer < L - 1:
-                mo = n_out * ts
-                activate(act, Aout.reshape(mo), ws[:mo], ws[mo : 2 * mo], ws[2 * mo : 3 * mo])
+                activate(
+                    act,
+                    Aout.reshape(n_out * ts),
+                    ws[:ACT_BLOCK],
+                    ws[ACT_BLOCK : 2 * ACT_BLOCK],
+                    ws[2 * ACT_BLOCK : 3 * ACT_BLOCK],
+                )
         # output: loss and δ^L = s_n (y − t)
         m = meta[SZ + L]
         zo = meta[ZO + L]
         AL = Z[zo : zo + m * ts].reshape((m, ts))
         DL = D[zo : zo + m * ts].reshape((m, ts))
-        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws)
+        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws[3 * ACT_BLOCK :])
         # backward: ∂/∂w_ij += z_i δ_j, ∂/∂b_j += δ_j, then δ_i = σ'(a_i) Σ_j w_ij δ_j
         for layer in range(L - 1, -1, -1):
             n_in = meta[SZ + layer]

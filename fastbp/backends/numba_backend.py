@@ -28,8 +28,12 @@ BLAS_MIN_COEFS = 128 * 128
 #: can wait milliseconds for a descheduled worker.
 WORK_PER_CHUNK = 2_000_000
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
-TILE_MIN, TILE_MAX, TILE_BLAS = 16, 256, 256
+TILE_MIN, TILE_MAX = 16, 256
 _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 KiB of z and δ)
+#: Sample-major BLAS tiles: as many rows as fit ``_ROWS_BUDGET`` values of z and δ (each), at
+#: most ``TILE_ROWS`` rows: big enough that every gemm runs at BLAS speed, bounded memory.
+TILE_ROWS = 4096
+_ROWS_BUDGET = 1 << 21
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
@@ -61,12 +65,16 @@ class NumbaKernel:
         blas = [int(a * b >= BLAS_MIN_COEFS) for a, b in layout.coef_shapes]
         self.uses_blas = any(blas)
         if self.uses_blas:
-            tile = TILE_BLAS
+            per_row = int(sizes[1:].sum())
+            tile = max(K.OUT_BLOCK, min(TILE_ROWS, _ROWS_BUDGET // per_row))
+            tile -= tile % K.PAD
         else:
             tile = _TILE_BUDGET // int(sizes.sum())
             tile = max(TILE_MIN, min(TILE_MAX, tile - tile % K.PAD))
         self.tile = tile
-        self.meta, self._zsize, self._wsize = K.make_meta(
+        if self.uses_blas:
+            blas = [1] * len(blas)  # sample-major: every layer is a gemm
+        self.meta, self._csize, self._wsize = K.make_meta(
             sizes,
             layout.coef_offsets,
             layout.intercept_offsets,
@@ -74,9 +82,9 @@ class NumbaKernel:
             layout.output_code,
             tile,
             blas,
+            rows=self.uses_blas,
         )
         self.meta.setflags(write=False)
-        self._gsize = max([a * b for (a, b), f in zip(layout.coef_shapes, blas) if f], default=0)
         self._max_chunks = 1 if self.uses_blas else self.n_threads
         self._work_per_sample = layout.n_coef + 4 * sum(layout.layer_sizes[1:-1])
         self._lock = threading.Lock()
@@ -85,7 +93,7 @@ class NumbaKernel:
     def _allocate(self):
         """Per-block scratch: z and δ tiles (+ BLAS gradient tile), float64 work, gradient rows."""
         c, dt = self._max_chunks, self.layout.dtype
-        zd = np.zeros((c, 2 * self._zsize + self._gsize), dtype=dt)
+        zd = np.zeros((c, self._csize), dtype=dt)
         ws = np.zeros((c, self._wsize), dtype=np.float64)
         gbuf = np.zeros((c, self.layout.n_params + 1), dtype=np.float64)
         wc = np.zeros(self.layout.n_params, dtype=dt)
