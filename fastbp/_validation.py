@@ -124,6 +124,17 @@ def check_sample_weight(sample_weight, n_samples):
     return sw
 
 
+def rescale_sample_weight(sw):
+    """``sw`` times a power of two that puts its largest entry in [0.5, 1) (a new array).
+
+    The loss is a weighted mean, unchanged by scaling every weight; this scaling is exact, and
+    afterwards Σ weights can neither overflow (weights near the float64 maximum) nor lose
+    precision in subnormals (weights near zero).
+    """
+    _, exponent = np.frexp(sw.max())
+    return np.ldexp(sw, -exponent)
+
+
 def check_weights(W, n_params):
     """W as a float64 C-contiguous (n_params,) array of finite numbers (no copy when it is one)."""
     if type(W) is not np.ndarray or W.dtype != np.float64 or not W.flags.c_contiguous:

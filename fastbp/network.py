@@ -17,6 +17,7 @@ from ._validation import (
     check_targets,
     check_weights,
     check_X,
+    rescale_sample_weight,
 )
 from .backends.numpy_backend import NumpyKernel
 from .layout import Layout
@@ -156,6 +157,8 @@ class Network:
         X = check_X(X, self._layout)
         T = check_targets(y, self._layout, X.shape[0])
         sw = check_sample_weight(sample_weight, X.shape[0])
+        if sw is not None:
+            sw = rescale_sample_weight(sw)
         scale = 1.0 / (X.shape[0] if sw is None else float(sw.sum()))
         return X, T, sw, scale
 
@@ -213,6 +216,8 @@ class BoundObjective:
     X, T : ndarray
         The validated inputs and the encoded targets (read-only views).
     sample_weight : ndarray or None
+        The validated weights times a power of two that puts the largest in [0.5, 1) (the
+        weighted-mean loss does not change; see ``fastbp._validation.rescale_sample_weight``).
     """
 
     def __init__(self, network, X, T, sample_weight, scale):

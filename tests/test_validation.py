@@ -374,11 +374,6 @@ def test_complex_W_is_refused():
             net.loss_and_grad(W + 1j, X, y)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loss divides by Σ sample_weight as given: weights whose sum overflows give NaN, "
-    "subnormal weights give inf; normalising sample_weight by its max in check_sample_weight fixes both",
-)
 @pytest.mark.parametrize("scale", [5e307, 1e-310])
 def test_sample_weights_are_scale_invariant_at_the_extremes(backend, scale):
     """A weighted mean does not change when every weight is multiplied by the same number: the
