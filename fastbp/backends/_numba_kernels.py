@@ -27,7 +27,9 @@ new architecture reuses the compiled code: only the dtype selects a specializati
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 # njit options: cached to disk; no fast-math where the exact IEEE rounding is relied on (the
 # round-to-integer shifter in _exp_parts would be optimized away by reassociation).
@@ -35,12 +37,15 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions and multiply-add loops: reassociation lets LLVM vectorize the sums, contraction fuses
 # into FMA. The order is still fixed by the compiled code, so results stay deterministic.
 _FAST = dict(_JIT, fastmath={"reassoc", "contract"})
+# scalar transcendental functions: contraction into FMA only (one rounding instead of two; the
+# round-to-integer shifter is unaffected), no reassociation. Small and branch-free: LLVM inlines
+# them into the calling loops and vectorizes those.
+_MATH = dict(_JIT, fastmath={"contract"})
 
 # ------------------------------------------------------------------------------------ meta layout
 H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE, H_ROWS, H_GSIZE = range(10)
 HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
 PAD = 16  # tiles are padded to a multiple of this many samples; tile sizes are multiples of it
-ACT_BLOCK = 1024  # the activations run over blocks of this many values (float64 scratch in L1)
 OUT_BLOCK = 256  # sample-major tiles evaluate the output layer over sub-tiles of this many samples
 
 
@@ -60,9 +65,8 @@ def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_co
     zoff = np.concatenate(([0], np.cumsum(stored) * tile)).astype(np.int64)[:n1]
     m = int(sizes[-1])
     ob = min(tile, OUT_BLOCK) if rows else tile
-    # float64 scratch: three ACT_BLOCK blocks for the hidden activations, three (m, ob) blocks
-    # for the output layer's transcendental functions, and eight per-sample vectors
-    wsize = 3 * ACT_BLOCK + 3 * m * ob + 8 * ob
+    # float64 scratch of the output layer: e^a of the (m, ob) sub-tile and four per-sample vectors
+    wsize = m * ob + 4 * ob
     gsize = max([int(a * b) for a, b, f in zip(sizes[:-1], sizes[1:], blas) if f], default=0)
     # compute dtype scratch: z and δ of every stored layer, a BLAS gradient product, and (sample
     # major) the output sub-tile transposed to unit-major, a and δ
@@ -100,197 +104,160 @@ _MANT_MASK = (1 << 52) - 1
 _ONE_BITS = 1023 << 52
 
 
-@njit(**_JIT)
-def _exp_parts(x, p, k2):
-    """Split e^x = (1 + p) · 2^k with p = e^r − 1, |r| ≤ ln2 / 2, x clamped to [−708, 709].
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE bits of a float64 as an int64 (a register move; vectorizes)."""
+    if x != types.float64:
+        return None
 
-    Writes ``p`` and ``k2`` (= 2^k as float64). Two plain loops the vectorizer takes: the 2^k is
-    assembled from integer bits, never from a libm call. ``p`` must not be ``x``: in-place calls
-    defeat LLVM's runtime alias check and the loop runs scalar, five times slower.
-    """
-    m = x.shape[0]
-    for q in range(m):
-        v = min(max(x[q], -708.0), 709.0)
-        kb = v * _LOG2E + _SHIFTER
-        kd = kb - _SHIFTER  # round(v / ln 2), exactly, as a float
-        r = (v - kd * _LN2_HI) - kd * _LN2_LO  # Cody–Waite reduction
-        # e^r − 1 by its Taylor series to r^13 (|r| ≤ 0.347: truncation below 1e-17 relative)
-        p[q] = r * (
-            1.0
-            + r
-            * (
-                0.5
-                + r
-                * (
-                    1.0 / 6
-                    + r
-                    * (
-                        1.0 / 24
-                        + r
-                        * (
-                            1.0 / 120
-                            + r
-                            * (
-                                1.0 / 720
-                                + r
-                                * (
-                                    1.0 / 5040
-                                    + r
-                                    * (
-                                        1.0 / 40320
-                                        + r
-                                        * (
-                                            1.0 / 362880
-                                            + r
-                                            * (
-                                                1.0 / 3628800
-                                                + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))
-                                            )
-                                        )
-                                    )
-                                )
-                            )
-                        )
-                    )
-                )
-            )
-        )
-        k2[q] = kb
-    kbits = k2.view(np.int64)
-    for q in range(m):
-        # bits(kb) − bits(shifter) = k; (k + 1023) << 52 are the bits of 2^k
-        kbits[q] = (kbits[q] - _SHIFTER_BITS + 1023) << 52
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
 
 
-@njit(**_JIT)
-def vexp(x, out, tmp):
-    """out = e^x elementwise (float64 1-D arrays of equal length, three distinct buffers)."""
-    m = x.shape[0]
-    _exp_parts(x, out, tmp)
-    for q in range(m):
-        out[q] = (1.0 + out[q]) * tmp[q]
+@intrinsic
+def _from_bits(typingctx, b):
+    """The float64 whose IEEE bits are the int64 ``b``."""
+    if b != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
 
 
-@njit(**_JIT)
-def vexpm1(x, out, tmp):
-    """out = e^x − 1 elementwise, accurate near 0 (float64 1-D, three distinct buffers)."""
-    m = x.shape[0]
-    _exp_parts(x, out, tmp)
-    for q in range(m):
-        k2 = tmp[q]
-        out[q] = out[q] if k2 == 1.0 else (1.0 + out[q]) * k2 - 1.0
+@njit(**_MATH)
+def exp_parts(x):
+    """``(p, s)`` with e^x = (1 + p) · s, p = e^r − 1 for |r| ≤ ln2 / 2 and s = 2^k, x clamped to
+    [−708, 709]. Straight-line code without a libm call, so loops that call it vectorize; 2^k is
+    assembled from integer bits."""
+    v = min(max(x, -708.0), 709.0)
+    kb = v * _LOG2E + _SHIFTER
+    kd = kb - _SHIFTER  # round(v / ln 2), exactly, as a float
+    r = (v - kd * _LN2_HI) - kd * _LN2_LO  # Cody–Waite reduction
+    # e^r − 1 by its Taylor series to r^13 (|r| ≤ 0.347: truncation below 1e-17 relative), Horner
+    q = 1.0 / 6227020800
+    q = 1.0 / 479001600 + r * q
+    q = 1.0 / 39916800 + r * q
+    q = 1.0 / 3628800 + r * q
+    q = 1.0 / 362880 + r * q
+    q = 1.0 / 40320 + r * q
+    q = 1.0 / 5040 + r * q
+    q = 1.0 / 720 + r * q
+    q = 1.0 / 120 + r * q
+    q = 1.0 / 24 + r * q
+    q = 1.0 / 6 + r * q
+    q = 0.5 + r * q
+    q = 1.0 + r * q
+    # bits(kb) − bits(shifter) = k; (k + 1023) << 52 are the bits of 2^k
+    return r * q, _from_bits((_bits(kb) - _SHIFTER_BITS + 1023) << 52)
 
 
-@njit(**_JIT)
+@njit(**_MATH)
+def exp1(x):
+    """e^x for float64 x (see :func:`exp_parts`)."""
+    p, s = exp_parts(x)
+    return (1.0 + p) * s
+
+
+@njit(**_MATH)
+def expm1_1(x):
+    """e^x − 1 for float64 x, accurate near 0."""
+    p, s = exp_parts(x)
+    return p if s == 1.0 else (1.0 + p) * s - 1.0
+
+
+@njit(**_MATH)
 def _log_series(f):
     """2 atanh(f) = log((1 + f) / (1 − f)) for |f| ≤ 0.1716, to double round-off."""
     f2 = f * f
-    return (
-        2.0
-        * f
-        * (
-            1.0
-            + f2
-            * (
-                1.0 / 3
-                + f2
-                * (
-                    1.0 / 5
-                    + f2
-                    * (
-                        1.0 / 7
-                        + f2
-                        * (
-                            1.0 / 9
-                            + f2
-                            * (
-                                1.0 / 11
-                                + f2
-                                * (
-                                    1.0 / 13
-                                    + f2 * (1.0 / 15 + f2 * (1.0 / 17 + f2 * (1.0 / 19 + f2 * (1.0 / 21 + f2 / 23))))
-                                )
-                            )
-                        )
-                    )
-                )
-            )
-        )
-    )
+    q = 1.0 / 23
+    q = 1.0 / 21 + f2 * q
+    q = 1.0 / 19 + f2 * q
+    q = 1.0 / 17 + f2 * q
+    q = 1.0 / 15 + f2 * q
+    q = 1.0 / 13 + f2 * q
+    q = 1.0 / 11 + f2 * q
+    q = 1.0 / 9 + f2 * q
+    q = 1.0 / 7 + f2 * q
+    q = 1.0 / 5 + f2 * q
+    q = 1.0 / 3 + f2 * q
+    q = 1.0 + f2 * q
+    return 2.0 * f * q
+
+
+@njit(**_MATH)
+def log1p_unit(v):
+    """log(1 + v) for v in [0, 1]."""
+    big = v > _SQRT2M1
+    # log(1 + v) = [ln 2] + 2 atanh(f), with 1 + v (or (1 + v) / 2) = (1 + f) / (1 − f)
+    f = (v - 1.0) / (v + 3.0) if big else v / (v + 2.0)
+    return (_LN2 if big else 0.0) + _log_series(f)
+
+
+@njit(**_MATH)
+def log1(x):
+    """log(x) for positive normal float64 x."""
+    b = _bits(x)
+    k = np.float64((b >> 52) - 1023)  # the binary exponent
+    mant = _from_bits((b & _MANT_MASK) | _ONE_BITS)  # the mantissa in [1, 2)
+    big = mant > _SQRT2
+    mant = mant * 0.5 if big else mant
+    k = k + 1.0 if big else k
+    return k * _LN2_HI + (k * _LN2_LO + _log_series((mant - 1.0) / (mant + 1.0)))
+
+
+@njit(**_JIT)
+def vexp(x, out):
+    """out = e^x elementwise (float64 1-D arrays of equal length)."""
+    for q in range(x.shape[0]):
+        out[q] = exp1(x[q])
+
+
+@njit(**_JIT)
+def vexpm1(x, out):
+    """out = e^x − 1 elementwise, accurate near 0."""
+    for q in range(x.shape[0]):
+        out[q] = expm1_1(x[q])
 
 
 @njit(**_JIT)
 def vlog1p_unit(e, out):
-    """out = log(1 + e) for e in [0, 1] (float64 1-D, distinct buffers)."""
+    """out = log(1 + e) for e in [0, 1]."""
     for q in range(e.shape[0]):
-        v = e[q]
-        big = v > _SQRT2M1
-        # log(1 + e) = [ln 2] + 2 atanh(f), with 1 + e (or (1 + e) / 2) = (1 + f) / (1 − f)
-        f = (v - 1.0) / (v + 3.0) if big else v / (v + 2.0)
-        out[q] = (_LN2 if big else 0.0) + _log_series(f)
+        out[q] = log1p_unit(e[q])
 
 
 @njit(**_JIT)
-def vlog(x, out, tmp):
-    """out = log(x) for positive normal float64 x (``out`` must not be ``x``)."""
-    m = x.shape[0]
-    bits = tmp.view(np.int64)
-    for q in range(m):
-        tmp[q] = x[q]
-    for q in range(m):
-        b = bits[q]
-        out[q] = np.float64((b >> 52) - 1023)  # the binary exponent k
-        bits[q] = (b & _MANT_MASK) | _ONE_BITS  # the mantissa m in [1, 2)
-    for q in range(m):
-        mant = tmp[q]
-        k = out[q]
-        if mant > _SQRT2:
-            mant *= 0.5
-            k += 1.0
-        out[q] = k * _LN2_HI + (k * _LN2_LO + _log_series((mant - 1.0) / (mant + 1.0)))
+def vlog(x, out):
+    """out = log(x) for positive normal float64 x."""
+    for q in range(x.shape[0]):
+        out[q] = log1(x[q])
 
 
 # ------------------------------------------------------------------------- hidden activations
 @njit(**_JIT)
-def activate(code, a, w1, w2, w3):
-    """z = σ(a) in place on the flat tile ``a``; ``w1``, ``w2``, ``w3`` float64 scratch of equal
-    length, any length ≥ 1: ``a`` is processed in blocks of that length.
+def activate(code, a):
+    """z = σ(a) in place on the flat tile ``a`` (compute dtype; evaluated in float64).
 
     Codes follow :data:`fastbp.layout.ACTIVATIONS`: 0 identity, 1 logistic, 2 tanh, 3 relu.
     """
-    if code == 0:
-        return
-    if code == 3:
-        for q in range(a.shape[0]):
-            a[q] = a[q] if a[q] > 0 else 0
-        return
-    m = a.shape[0]
-    B = w1.shape[0]
-    for q0 in range(0, m, B):
-        q1 = min(m, q0 + B)
-        _activate_block(code, a[q0:q1], w1[: q1 - q0], w2[: q1 - q0], w3[: q1 - q0])
-
-
-@njit(**_JIT)
-def _activate_block(code, a, w1, w2, w3):
     m = a.shape[0]
     if code == 1:
         # σ(a) = 1 / (1 + e^−a) for a ≥ 0 and e^a / (1 + e^a) below: e = e^−|a| never overflows
         for q in range(m):
-            w1[q] = -abs(np.float64(a[q]))
-        vexp(w1, w2, w3)
-        for q in range(m):
-            e = w2[q]
-            a[q] = (1.0 if a[q] >= 0 else e) / (1.0 + e)
+            x = np.float64(a[q])
+            e = exp1(-abs(x))
+            a[q] = (1.0 if x >= 0 else e) / (1.0 + e)
     elif code == 2:
         # tanh|a| = −u / (2 + u) with u = expm1(−2|a|): no cancellation for small |a|
         for q in range(m):
-            w1[q] = -2.0 * abs(np.float64(a[q]))
-        vexpm1(w1, w2, w3)
-        for q in range(m):
-            u = w2[q]
+            x = np.float64(a[q])
+            u = expm1_1(-2.0 * abs(x))
             t = -u / (2.0 + u)
-            a[q] = t if a[q] >= 0 else -t
+            a[q] = t if x >= 0 else -t
     elif code == 3:
         for q in range(m):
             a[q] = a[q] if a[q] > 0 else 0
@@ -413,9 +380,7 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     mts = m * ts
     has_sw = sw.shape[0] > 0
     e = ws[:mts]
-    tmp = ws[mts : 2 * mts]
-    lp = ws[2 * mts : 3 * mts]
-    base = 3 * mts
+    base = mts
     w = ws[base : base + ts]  # per-sample weights of the tile
     for s in range(ts):
         w[s] = sw[t0 + s] if has_sw else 1.0
@@ -424,24 +389,18 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
         # ℓ = softplus(a) − t a, softplus(a) = max(a, 0) + log1p(e^−|a|); δ = σ(a) − t
         for k in range(m):
             for s in range(ts):
-                lp[k * ts + s] = -abs(np.float64(A[k, s]))
-        vexp(lp, e, tmp)
-        vlog1p_unit(e, lp)
-        for k in range(m):
-            for s in range(ts):
-                q = k * ts + s
                 a = np.float64(A[k, s])
                 t = np.float64(T[t0 + s, k])
-                p = (1.0 if a >= 0 else e[q]) / (1.0 + e[q])
+                ea = exp1(-abs(a))
+                p = (1.0 if a >= 0 else ea) / (1.0 + ea)
                 D[k, s] = w[s] * (p - t)
-                loss += w[s] * ((max(a, 0.0) + lp[q]) - t * a)
+                loss += w[s] * ((max(a, 0.0) + log1p_unit(ea)) - t * a)
     elif code == 2:
         # ℓ = Σ_k t_k · lse(a) − Σ_k t_k a_k, lse(a) = max a + log Σ_k e^(a_k − max a);
         # δ_k = Σ_j t_j · softmax(a)_k − t_k
         amax = ws[base + ts : base + 2 * ts]
         sum_e = ws[base + 2 * ts : base + 3 * ts]
         lse = ws[base + 3 * ts : base + 4 * ts]
-        ltmp = ws[base + 4 * ts : base + 5 * ts]
         for s in range(ts):
             amax[s] = A[0, s]
         for k in range(1, m):
@@ -449,14 +408,14 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
                 amax[s] = max(amax[s], np.float64(A[k, s]))
         for k in range(m):
             for s in range(ts):
-                lp[k * ts + s] = np.float64(A[k, s]) - amax[s]
-        vexp(lp, e, tmp)
+                e[k * ts + s] = exp1(np.float64(A[k, s]) - amax[s])
         for s in range(ts):
             sum_e[s] = e[s]
         for k in range(1, m):
             for s in range(ts):
                 sum_e[s] += e[k * ts + s]
-        vlog(sum_e, lse, ltmp)
+        for s in range(ts):
+            lse[s] = log1(sum_e[s])
         for s in range(ts):
             tsum = 0.0
             ta = 0.0
@@ -541,10 +500,6 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     o = 2 * zsize + gsize
     AUf = zd[o : o + m * ob]
     DUf = zd[o + m * ob : o + 2 * m * ob]
-    wa1 = ws[:ACT_BLOCK]
-    wa2 = ws[ACT_BLOCK : 2 * ACT_BLOCK]
-    wa3 = ws[2 * ACT_BLOCK : 3 * ACT_BLOCK]
-    wo = ws[3 * ACT_BLOCK :]
     loss = 0.0
     for t0 in range(s_begin, s_end, tile):
         ts = min(tile, s_end - t0)
@@ -564,7 +519,7 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 np.dot(Z[zo_in : zo_in + ts * n_in].reshape((ts, n_in)), Wl, Aout)
             _bias_rows(Aout, b)
             if layer < L - 1:
-                activate(act, Aout.reshape(ts * n_out), wa1, wa2, wa3)
+                activate(act, Aout.reshape(ts * n_out))
         # output: loss and δ^L, on unit-major sub-tiles
         zo = meta[ZO + L]
         AL = Z[zo : zo + ts * m].reshape((ts, m))
@@ -576,7 +531,7 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
             for s in range(us):
                 for k in range(m):
                     AU[k, s] = AL[u0 + s, k]
-            loss += output_loss_delta(out, AU, T, t0 + u0, us, sw, DU, wo)
+            loss += output_loss_delta(out, AU, T, t0 + u0, us, sw, DU, ws)
             for s in range(us):
                 for k in range(m):
                     DL[u0 + s, k] = DU[k, s]
@@ -659,19 +614,13 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                         Aout[j, s] = bj
                 mm_acc(Wl.T, Zin, Aout)
             if layer < L - 1:
-                activate(
-                    act,
-                    Aout.reshape(n_out * ts),
-                    ws[:ACT_BLOCK],
-                    ws[ACT_BLOCK : 2 * ACT_BLOCK],
-                    ws[2 * ACT_BLOCK : 3 * ACT_BLOCK],
-                )
+                activate(act, Aout.reshape(n_out * ts))
         # output: loss and δ^L = s_n (y − t)
         m = meta[SZ + L]
         zo = meta[ZO + L]
         AL = Z[zo : zo + m * ts].reshape((m, ts))
         DL = D[zo : zo + m * ts].reshape((m, ts))
-        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws[3 * ACT_BLOCK :])
+        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws)
         # backward: ∂/∂w_ij += z_i δ_j, ∂/∂b_j += δ_j, then δ_i = σ'(a_i) Σ_j w_ij δ_j
         for layer in range(L - 1, -1, -1):
             n_in = meta[SZ + layer]
