@@ -20,11 +20,14 @@ the number of samples except the loops.
 
 cimport cython
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+cimport numpy as cnp
 
 import numpy as np
+
+cnp.import_array()
 
 ctypedef Py_ssize_t idx
 
@@ -67,6 +70,21 @@ cdef extern from *:
     #endif
     """
     int FB_HAVE_OPENMP
+
+cdef extern from *:
+    """
+    /* a kernel's cached scratch is taken by one call at a time; a concurrent call allocates */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static int fb_try_acquire(long *f) { return _InterlockedExchange(f, 1) == 0; }
+    static void fb_release(long *f) { _InterlockedExchange(f, 0); }
+    #else
+    static int fb_try_acquire(long *f) { return __atomic_exchange_n(f, 1, __ATOMIC_ACQUIRE) == 0; }
+    static void fb_release(long *f) { __atomic_store_n(f, 0, __ATOMIC_RELEASE); }
+    #endif
+    """
+    int fb_try_acquire(long *flag) nogil
+    void fb_release(long *flag) nogil
 
 ctypedef fused floating:
     float
@@ -157,6 +175,9 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
                 if l == 0:  # X rows are, to BLAS, a column-major (n_in x ns) matrix: X^T
                     _gemm(cT, cT, <int>ns, <int>n_out, <int>n_in, <floating *>Xt,
                           <int>n_in, <floating *>Wl, <int>n_out, zero, A, <int>ld)
+                    if nsp > ns:  # padding lanes: BLAS wrote ns rows; the rest must be defined
+                        for j in range(n_out):
+                            memset(A + j * ld + ns, 0, (nsp - ns) * sizeof(floating))
                 else:
                     _gemm(cN, cT, <int>nsp, <int>n_out, <int>n_in, Z, <int>ld,
                           <floating *>Wl, <int>n_out, zero, A, <int>ld)
@@ -238,76 +259,82 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
     return loss
 
 
-cdef int _block_task(const Plan *p, const floating *W, const floating *X, const floating *T,
-                     const double *sw, idx s_begin, idx s_end, double *g,
-                     double *loss_out) noexcept nogil:
-    """One thread's share: its own scratch, freed before it returns. 0, or -1 when out of memory."""
-    cdef floating *buf = <floating *>calloc(2 * p.scratch_len, sizeof(floating))
-    cdef double *work = <double *>malloc(4 * p.ld * sizeof(double))
-    cdef float *gtmp = NULL
-    if p.gtmp_len > 0:
-        gtmp = <float *>malloc(p.gtmp_len * sizeof(float))
-    if buf == NULL or work == NULL or (p.gtmp_len > 0 and gtmp == NULL):
-        free(buf)
-        free(work)
-        free(gtmp)
-        return -1
-    loss_out[0] = _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.scratch_len, gtmp,
-                         work)
-    free(buf)
-    free(work)
-    free(gtmp)
-    return 0
+cdef inline idx _round64(idx nbytes) noexcept nogil:
+    return (nbytes + 63) // 64 * 64
 
 
-cdef int _run(const Plan *p, const floating *W, const floating *X, const floating *T,
-              const double *sw, idx n, int n_blocks, double *grad, double *loss) noexcept nogil:
-    """Loss and unscaled gradient (into grad, zeroed here) over all n samples in n_blocks blocks."""
+cdef idx _block_bytes(const Plan *p, int isz) noexcept nogil:
+    """Bytes of one block's scratch: tiles and deltas, output work, sgemm scratch, gradient."""
+    return (_round64(2 * p.scratch_len * isz) + _round64(4 * p.ld * sizeof(double))
+            + _round64(p.gtmp_len * sizeof(float)) + _round64(p.n_params * sizeof(double)))
+
+
+cdef idx _arena_bytes(const Plan *p, int isz, int n_blocks) noexcept nogil:
+    """Bytes of a call's whole scratch: per-block losses, W in float32, then the blocks."""
+    return (_round64(n_blocks * sizeof(double)) + _round64(p.n_params * sizeof(float))
+            + n_blocks * _block_bytes(p, isz))
+
+
+cdef double _block_task(const Plan *p, const floating *W, const floating *X, const floating *T,
+                        const double *sw, idx s_begin, idx s_end, double *g,
+                        char *scratch) noexcept nogil:
+    """One thread's share on its own scratch (every lane it reads is written first)."""
+    cdef floating *buf = <floating *>scratch
+    cdef double *work = <double *>(scratch + _round64(2 * p.scratch_len * sizeof(floating)))
+    cdef float *gtmp = <float *>(<char *>work + _round64(4 * p.ld * sizeof(double)))
+    return _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.scratch_len, gtmp, work)
+
+
+cdef void _run(const Plan *p, const floating *W, const floating *X, const floating *T,
+               const double *sw, idx n, int n_blocks, double *grad, double *loss,
+               char *arena) noexcept nogil:
+    """Loss and unscaled gradient (into grad) over all n samples in n_blocks blocks."""
     cdef idx n_tiles = (n + p.ld - 1) // p.ld
-    cdef int b, failed = 0
+    cdef int b
     cdef idx k, P = p.n_params
-    cdef double *gbufs
-    cdef double *losses
-    cdef int *status
+    cdef idx bb = _block_bytes(p, sizeof(floating))
+    cdef double *losses = <double *>arena
+    cdef char *blocks = arena + _round64(n_blocks * sizeof(double)) + _round64(P * sizeof(float))
+    cdef idx g_off = bb - _round64(P * sizeof(double))  # a block's gradient: its scratch's tail
+    cdef double *gb
     memset(grad, 0, P * sizeof(double))
     if n_blocks <= 1:
-        return _block_task(p, W, X, T, sw, 0, n, grad, loss)
+        loss[0] = _block_task(p, W, X, T, sw, 0, n, grad, blocks)
+        return
     # block b takes tiles [b n_tiles / B, (b + 1) n_tiles / B): the split depends on n and B only
-    gbufs = <double *>calloc((n_blocks - 1) * P, sizeof(double))
-    losses = <double *>calloc(n_blocks, sizeof(double))
-    status = <int *>calloc(n_blocks, sizeof(int))
-    if gbufs == NULL or losses == NULL or status == NULL:
-        free(gbufs)
-        free(losses)
-        free(status)
-        return -1
     for b in prange(n_blocks, schedule='static', chunksize=1, num_threads=n_blocks):
-        status[b] = _block_task(
+        gb = grad if b == 0 else <double *>(blocks + b * bb + g_off)
+        if b > 0:
+            memset(gb, 0, P * sizeof(double))
+        losses[b] = _block_task(
             p, W, X, T, sw,
             min(n, (b * n_tiles // n_blocks) * p.ld),
             min(n, ((b + 1) * n_tiles // n_blocks) * p.ld),
-            grad if b == 0 else gbufs + (b - 1) * P,
-            &losses[b])
+            gb, blocks + b * bb)
     # reduce in block order: bit-identical for a given number of blocks
     loss[0] = losses[0]
     for b in range(1, n_blocks):
-        failed |= status[b]
         loss[0] += losses[b]
+        gb = <double *>(blocks + b * bb + g_off)
         for k in range(P):
-            grad[k] += gbufs[(b - 1) * P + k]
-    failed |= status[0]
-    free(gbufs)
-    free(losses)
-    free(status)
-    return failed
+            grad[k] += gb[k]
 
 
 # ---------------------------------------------------------------------------- the Python face
+cdef inline bint _is_c_array(object a, int typenum, int ndim) noexcept:
+    return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+
+
 cdef class CythonKernel:
     """The bound kernel of one layout: ``kernel(W, X, T, sample_weight, scale, l2)``.
 
     See :mod:`fastbp.backends` for the protocol. Built by :func:`make_kernel`; everything that
-    does not depend on the data is computed there, once.
+    does not depend on the data is computed there, once. The scratch (every thread's tiles and
+    gradient buffer) is allocated on the first call and kept: a call allocates nothing but the
+    gradient it returns (a call made while another is running on the same kernel, from another
+    Python thread, allocates its own scratch).
     """
 
     cdef Plan plan
@@ -316,54 +343,79 @@ cdef class CythonKernel:
     cdef readonly idx tile
     cdef readonly idx min_samples_per_thread
     cdef readonly object blas_layers
+    cdef char *arena
+    cdef long arena_busy
 
-    def __call__(self, const double[::1] W, X, T, sample_weight, double scale, double l2):
-        cdef idx n = X.shape[0]
-        cdef int n_blocks = self._n_blocks(n)
-        cdef object grad = np.empty(self.plan.n_params, dtype=np.float64)
-        cdef double[::1] g = grad
-        cdef const double[::1] sw
+    def __dealloc__(self):
+        free(self.arena)
+
+    def __call__(self, W, X, T, sample_weight, double scale, double l2):
+        cdef idx n, k, P = self.plan.n_params, n_coef = self.plan.n_coef
+        cdef int n_blocks, typenum = cnp.NPY_FLOAT if self.float32 else cnp.NPY_DOUBLE
+        cdef cnp.npy_intp dim = P
+        cdef const double *w
         cdef const double *swp = NULL
+        cdef const void *xp
+        cdef const void *tp
+        cdef double *g
         cdef double loss = 0.0, penalty = 0.0
-        cdef int rc
-        cdef idx k, P = self.plan.n_params, n_coef = self.plan.n_coef
+        cdef char *arena
+        cdef bint own
+        cdef float *Wf
+        # the protocol's arrays, checked cheaply (a wrong one would be a wild memory read)
+        if not (_is_c_array(W, cnp.NPY_DOUBLE, 1) and cnp.PyArray_DIM(<cnp.ndarray>W, 0) == P):
+            raise ValueError(f"W must be a C-contiguous float64 vector of length {P}")
+        if not (_is_c_array(X, typenum, 2)
+                and cnp.PyArray_DIM(<cnp.ndarray>X, 1) == self.plan.sizes[0]):
+            raise ValueError("X must be a C-contiguous 2-D array of the kernel's dtype and width")
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        if not (_is_c_array(T, typenum, 2) and cnp.PyArray_DIM(<cnp.ndarray>T, 0) == n
+                and cnp.PyArray_DIM(<cnp.ndarray>T, 1) == self.plan.sizes[self.plan.n_layers]):
+            raise ValueError("T must be a C-contiguous (n, n_outputs) array of the kernel's dtype")
         if sample_weight is not None:
-            sw = sample_weight
-            swp = &sw[0]
-        if self.float32:
-            rc = self._call_f(W, X, T, swp, n, n_blocks, &g[0], &loss)
-        else:
-            rc = self._call_d(W, X, T, swp, n, n_blocks, &g[0], &loss)
-        if rc != 0:
-            raise MemoryError("the cython kernel could not allocate its per-thread scratch")
-        # grad = scale Σ s_n ∂ℓ_n/∂W + 2 λ W (coefficients only); loss likewise
+            if not (_is_c_array(sample_weight, cnp.NPY_DOUBLE, 1)
+                    and cnp.PyArray_DIM(<cnp.ndarray>sample_weight, 0) == n):
+                raise ValueError("sample_weight must be None or a C-contiguous float64 (n,) array")
+            swp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        w = <const double *>cnp.PyArray_DATA(<cnp.ndarray>W)
+        xp = cnp.PyArray_DATA(<cnp.ndarray>X)
+        tp = cnp.PyArray_DATA(<cnp.ndarray>T)
+        n_blocks = self._n_blocks(n)
+        grad = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+        g = <double *>cnp.PyArray_DATA(<cnp.ndarray>grad)
+
+        own = fb_try_acquire(&self.arena_busy)
+        if own and self.arena == NULL:
+            self.arena = <char *>malloc(_arena_bytes(&self.plan, 4 if self.float32 else 8,
+                                                     self.n_threads))
+        arena = self.arena if own else <char *>malloc(
+            _arena_bytes(&self.plan, 4 if self.float32 else 8, n_blocks))
+        if arena == NULL:
+            if own:
+                fb_release(&self.arena_busy)
+            raise MemoryError("the cython kernel could not allocate its scratch")
         with nogil:
+            if self.float32:
+                Wf = <float *>(arena + _round64(n_blocks * sizeof(double)))
+                for k in range(P):
+                    Wf[k] = <float>w[k]  # W rounded to the compute dtype
+                _run(&self.plan, <const float *>Wf, <const float *>xp, <const float *>tp, swp, n,
+                     n_blocks, g, &loss, arena)
+            else:
+                _run(&self.plan, w, <const double *>xp, <const double *>tp, swp, n, n_blocks, g,
+                     &loss, arena)
+            # grad = scale Σ s_n ∂ℓ_n/∂W + 2 λ W (coefficients only); loss likewise
             for k in range(P):
                 g[k] *= scale
             if l2 != 0.0:
                 for k in range(n_coef):
-                    g[k] += (2.0 * l2) * W[k]
-                    penalty += W[k] * W[k]
+                    g[k] += (2.0 * l2) * w[k]
+                    penalty += w[k] * w[k]
+        if own:
+            fb_release(&self.arena_busy)
+        else:
+            free(arena)
         return scale * loss + l2 * penalty, grad
-
-    cdef int _call_d(self, const double[::1] W, const double[:, ::1] X, const double[:, ::1] T,
-                     const double *sw, idx n, int n_blocks, double *g, double *loss):
-        with nogil:
-            return _run(&self.plan, &W[0], &X[0, 0], &T[0, 0], sw, n, n_blocks, g, loss)
-
-    cdef int _call_f(self, const double[::1] W, const float[:, ::1] X, const float[:, ::1] T,
-                     const double *sw, idx n, int n_blocks, double *g, double *loss):
-        cdef idx k, P = self.plan.n_params
-        cdef int rc
-        cdef float *Wf = <float *>malloc(P * sizeof(float))  # W rounded to the compute dtype
-        if Wf == NULL:
-            return -1
-        with nogil:
-            for k in range(P):
-                Wf[k] = <float>W[k]
-            rc = _run(&self.plan, Wf, &X[0, 0], &T[0, 0], sw, n, n_blocks, g, loss)
-        free(Wf)
-        return rc
 
     cpdef int _n_blocks(self, idx n):
         """Threads used on n samples: enough samples per thread to pay for starting it."""
@@ -435,6 +487,8 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     k.tile = k.plan.ld
     k.min_samples_per_thread = min_samples_per_thread
     k.blas_layers = tuple(blas)
+    k.arena = NULL
+    k.arena_busy = 0
     return k
 
 

@@ -247,3 +247,20 @@ def test_auto_rule_names_an_available_backend():
     for case in CASES.values():
         for n in (10, case.n_samples, 100_000):
             assert backends.choose(case.network().layout, n) in fastbp.available_backends()
+
+
+def test_concurrent_calls_on_one_kernel():
+    """The kernel keeps its scratch between calls; calls from several Python threads at once
+    (one takes the cached scratch, the others allocate their own) give the same bits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes = [5, 16, 16, 3]
+    rng = np.random.default_rng(12)
+    X, y, _, sw = make_problem(sizes, "softmax", 2000, rng, weighted=True)
+    f = fastbp.Network(sizes, "tanh", backend="cython", n_threads=2).bind(X, y, sw)
+    Ws = [fastbp.Network(sizes).init_weights(i) for i in range(4)]
+    want = [f(W) for W in Ws]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(f, Ws * 8))
+    for i, (loss, grad) in enumerate(got):
+        assert loss == want[i % 4][0] and np.array_equal(grad, want[i % 4][1])
