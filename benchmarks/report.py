@@ -61,6 +61,11 @@ def _label(b):
     return f"{impl} (float32)" if info.get("dtype") == "float32" else impl
 
 
+def _chart_label(b):
+    blas = b.get("extra_info", {}).get("blas_threads")
+    return _label(b) + (f", {blas} BLAS thread" if blas not in (None, "default") else "")
+
+
 def objective_tables(groups):
     """Per case: median per call, vs numpy (float64) and vs scikit-learn."""
     out = []
@@ -87,16 +92,19 @@ def fit_tables(groups):
     if not names:
         return []
     out = ["### End-to-end fit: 50 L-BFGS-B iterations from the same W0\n",
-           "| case | implementation | median | vs scikit-learn | iterations | final loss |",
-           "|---|---|---:|---:|---:|---:|"]
+           "| case | BLAS threads | implementation | median | vs scikit-learn | iterations | final loss |",
+           "|---|---|---|---:|---:|---:|---:|"]
     for g in sorted(names, key=lambda g: CASE_ORDER.index(g[5:]) if g[5:] in CASE_ORDER else 99):
-        rows = groups.pop(g)
-        sk = next((b["stats"]["median"] for b in rows if _label(b) == "sklearn"), None)
-        for b in sorted(rows, key=lambda b: b["stats"]["median"]):
-            info = b["extra_info"]
-            out.append(f"| {g[5:]} | {_label(b)} | {_fmt_time(b['stats']['median'])} | "
-                       f"{_ratio(sk, b['stats']['median'])} | {info.get('n_iter', '')} | "
-                       f"{info.get('final_loss', float('nan')):.6g} |")
+        by_blas = defaultdict(list)
+        for b in groups.pop(g):
+            by_blas[str(b["extra_info"].get("blas_threads", "default"))].append(b)
+        for blas, rows in sorted(by_blas.items(), key=lambda kv: kv[0] != "default"):
+            sk = next((b["stats"]["median"] for b in rows if _label(b) == "sklearn"), None)
+            for b in sorted(rows, key=lambda b: b["stats"]["median"]):
+                info = b["extra_info"]
+                out.append(f"| {g[5:]} | {blas} | {_label(b)} | {_fmt_time(b['stats']['median'])} | "
+                           f"{_ratio(sk, b['stats']['median'])} | {info.get('n_iter', '')} | "
+                           f"{info.get('final_loss', float('nan')):.6g} |")
     out.append("")
     return out
 
@@ -168,9 +176,9 @@ def chart(data, png_path):
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 2.8 * nrow), squeeze=False)
     for ax, g in zip(axes.flat, panels):
         rows = sorted(groups[g], key=lambda b: b["stats"]["median"], reverse=True)
-        labels = [_label(b) for b in rows]
+        labels = [_chart_label(b) for b in rows]
         times = [b["stats"]["median"] * 1e3 for b in rows]
-        colors = ["#888888" if lab in ("sklearn", "torch", "jax") else "#1f77b4" for lab in labels]
+        colors = ["#888888" if _label(b) in ("sklearn", "torch", "jax") else "#1f77b4" for b in rows]
         ax.barh(labels, times, color=colors)
         ax.set_xscale("log")
         ax.set_title(g if g.startswith("fit:") else f"objective call: {g}")
