@@ -55,6 +55,18 @@ cdef extern from "fb_simd.h" nogil:
     void fb_load_tile_f(const float *X, idx n_in, float *Z, idx ns, idx nsp, idx ld)
     void fb_add_bias_d(double *A, const double *b, idx n, idx nsp, idx ld)
     void fb_add_bias_f(float *A, const float *b, idx n, idx nsp, idx ld)
+    void fb_transpose_tile_d(const double *D, idx n, double *DT, idx npad, idx nsp, idx ld)
+    void fb_transpose_tile_f(const float *D, idx n, float *DT, idx npad, idx nsp, idx ld)
+    void fb_gacc_d(int wide, const double *Z, idx n_in, const double *DT, idx npad, double *G,
+                   idx nsp, idx ld)
+    void fb_gacc_f(int wide, const float *Z, idx n_in, const float *DT, idx npad, double *G,
+                   idx nsp, idx ld)
+    void fb_matmul_d(int wide, const double *M, idx so, idx si, const double *bias,
+                     const double *Zin, idx n_in, double *Aout, idx n_out, idx nsp, idx ld)
+    void fb_matmul_f(int wide, const float *M, idx so, idx si, const float *bias,
+                     const float *Zin, idx n_in, float *Aout, idx n_out, idx nsp, idx ld)
+    void fb_gacc_flush(double *G, idx n_in, idx n, idx npad, double *dW)
+    int fb_wide_ok()
     double fb_exp(double x)
     double fb_tanh(double x)
     double fb_logistic(double x)
@@ -92,6 +104,8 @@ ctypedef fused floating:
 
 #: True when the extension was compiled with OpenMP (threads); False for the serial fallback.
 HAVE_OPENMP = bool(FB_HAVE_OPENMP)
+#: True when this CPU runs the AVX-512 register-blocked loops (x86-64-v4, checked at run time).
+WIDE = bool(fb_wide_ok())
 
 cdef enum:
     MAX_LAYERS = 64  # deepest network the fixed-size plan holds
@@ -108,9 +122,17 @@ cdef struct Plan:
     idx n_params, n_coef
     # the tiling
     idx ld                     # lanes per tile (a multiple of FB_LANES)
-    idx buf_off[MAX_LAYERS + 1]  # offset of layer l's unit-major buffer in a thread's scratch
-    idx scratch_len            # elements (floating) of a thread's activation + delta scratch
+    idx buf_off[MAX_LAYERS + 1]  # offset of layer l's unit-major tile (z^l; a^L) in zbuf
+    idx dbuf_off[MAX_LAYERS + 1]  # offset of layer l's deltas (l >= 1) in dbuf
+    idx zbuf_len, dbuf_len     # elements (floating) of a thread's activations and deltas
     idx gtmp_len               # floats of a thread's sgemm gradient scratch (float32 + BLAS)
+    # sample-major gradient accumulation (loop layers with n_out >= GACC_MIN_OUT)
+    bint gacc[MAX_LAYERS]      # layer l's weight gradient goes through fb_gacc
+    idx npad[MAX_LAYERS]       # n_out rounded up to 8
+    idx gacc_off[MAX_LAYERS]   # offset (doubles) of layer l's accumulator G in a block's scratch
+    idx gacc_len               # doubles of all the accumulators
+    idx dt_len                 # elements (floating) of the transposed-delta tile DT
+    int wide                   # AVX-512 register blocks (run-time check)
 
 
 # ------------------------------------------------------------------------------ BLAS on tiles
@@ -132,10 +154,12 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a,
 # ------------------------------------------------------------------------ one block of samples
 cdef double _block(const Plan *p, const floating *W, const floating *X, const floating *T,
                    const double *sw, idx s_begin, idx s_end, double *g,
-                   floating *buf, floating *dbuf, float *gtmp, double *work) noexcept nogil:
+                   floating *buf, floating *dbuf, float *gtmp, double *work, floating *DT,
+                   double *G) noexcept nogil:
     """Loss (weighted sum) of samples [s_begin, s_end); their gradient is added into g.
 
-    buf holds every layer's unit-major tile (z^0 ... z^{L-1}, then a^L); dbuf the deltas.
+    buf holds every layer's unit-major tile (z^0 ... z^{L-1}, then a^L; no z^0 when layer 0
+    reads X in place); dbuf the deltas of layers 1 ... L.
     """
     cdef int L = p.n_layers, l
     cdef idx ld = p.ld, s0, ns, nsp, n_in, n_out, i, j
@@ -187,9 +211,9 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
                     fb_add_bias_f(A, W + p.int_off[l], n_out, nsp, ld)
             else:
                 if floating is double:
-                    fb_matmul_tile_d(Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
+                    fb_matmul_d(p.wide, Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
                 else:
-                    fb_matmul_tile_f(Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
+                    fb_matmul_f(p.wide, Wl, 1, n_out, W + p.int_off[l], Z, n_in, A, n_out, nsp, ld)
             if l < L - 1:
                 if floating is double:
                     fb_activate_d(p.act, A, n_out, nsp, ld)
@@ -198,7 +222,7 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
 
         # ---- output: δ^L = ∂ℓ/∂a^L (= y − t), times the sample weight; padding lanes get 0
         A = buf + p.buf_off[L]
-        D = dbuf + p.buf_off[L]
+        D = dbuf + p.dbuf_off[L]
         if floating is double:
             loss += fb_output_tile_d(p.out, A, n_outputs, T + s0 * n_outputs,
                                      sw + s0 if sw != NULL else NULL, D, ns, nsp, ld, work)
@@ -212,7 +236,7 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
             n_out = p.sizes[l + 1]
             Wl = W + p.coef_off[l]
             Z = buf + p.buf_off[l]
-            D = dbuf + p.buf_off[l + 1]
+            D = dbuf + p.dbuf_off[l + 1]
             gW = g + p.coef_off[l]
             gb = g + p.int_off[l]
             if p.blas[l]:
@@ -236,26 +260,39 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
                     for i in range(n_in * n_out):
                         gW[i] += gtmp[i]
                     fb_bias_grad_tile_f(D, n_out, gb, nsp, ld)
+            elif p.gacc[l]:  # rank-1 updates over the tile's samples into G (no lane sums)
+                if floating is double:
+                    fb_transpose_tile_d(D, n_out, DT, p.npad[l], nsp, ld)
+                    fb_gacc_d(p.wide, Z, n_in, DT, p.npad[l], G + p.gacc_off[l], nsp, ld)
+                    fb_bias_grad_tile_d(D, n_out, gb, nsp, ld)
+                else:
+                    fb_transpose_tile_f(D, n_out, DT, p.npad[l], nsp, ld)
+                    fb_gacc_f(p.wide, Z, n_in, DT, p.npad[l], G + p.gacc_off[l], nsp, ld)
+                    fb_bias_grad_tile_f(D, n_out, gb, nsp, ld)
             else:
                 if floating is double:
                     fb_grad_tile_d(Z, n_in, D, n_out, gW, gb, nsp, ld)
                 else:
                     fb_grad_tile_f(Z, n_in, D, n_out, gW, gb, nsp, ld)
             if l > 0:
-                Dp = dbuf + p.buf_off[l]
+                Dp = dbuf + p.dbuf_off[l]
                 if p.blas[l]:  # Dp (ld x n_in) = D (ld x n_out) W^T^T
                     _gemm(cN, cN, <int>nsp, <int>n_in, <int>n_out, D, <int>ld,
                           <floating *>Wl, <int>n_out, zero, Dp, <int>ld)
                 else:
                     if floating is double:
-                        fb_matmul_tile_d(Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
+                        fb_matmul_d(p.wide, Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
                     else:
-                        fb_matmul_tile_f(Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
+                        fb_matmul_f(p.wide, Wl, n_out, 1, NULL, D, n_out, Dp, n_in, nsp, ld)
                 if floating is double:
                     fb_dactivate_d(p.act, Z, Dp, n_in, nsp, ld)
                 else:
                     fb_dactivate_f(p.act, Z, Dp, n_in, nsp, ld)
         s0 += ns
+    for l in range(L):
+        if p.gacc[l]:
+            fb_gacc_flush(G + p.gacc_off[l], p.sizes[l], p.sizes[l + 1], p.npad[l],
+                          g + p.coef_off[l])
     return loss
 
 
@@ -265,8 +302,9 @@ cdef inline idx _round64(idx nbytes) noexcept nogil:
 
 cdef idx _block_bytes(const Plan *p, int isz) noexcept nogil:
     """Bytes of one block's scratch: tiles and deltas, output work, sgemm scratch, gradient."""
-    return (_round64(2 * p.scratch_len * isz) + _round64(4 * p.ld * sizeof(double))
-            + _round64(p.gtmp_len * sizeof(float)) + _round64(p.n_params * sizeof(double)))
+    return (_round64((p.zbuf_len + p.dbuf_len) * isz) + _round64(4 * p.ld * sizeof(double))
+            + _round64(p.gtmp_len * sizeof(float)) + _round64(p.dt_len * isz)
+            + _round64(p.gacc_len * sizeof(double)) + _round64(p.n_params * sizeof(double)))
 
 
 cdef idx _arena_bytes(const Plan *p, int isz, int n_blocks) noexcept nogil:
@@ -280,9 +318,13 @@ cdef double _block_task(const Plan *p, const floating *W, const floating *X, con
                         char *scratch) noexcept nogil:
     """One thread's share on its own scratch (every lane it reads is written first)."""
     cdef floating *buf = <floating *>scratch
-    cdef double *work = <double *>(scratch + _round64(2 * p.scratch_len * sizeof(floating)))
+    cdef double *work = <double *>(scratch + _round64((p.zbuf_len + p.dbuf_len)
+                                                      * sizeof(floating)))
     cdef float *gtmp = <float *>(<char *>work + _round64(4 * p.ld * sizeof(double)))
-    return _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.scratch_len, gtmp, work)
+    cdef floating *DT = <floating *>(<char *>gtmp + _round64(p.gtmp_len * sizeof(float)))
+    cdef double *G = <double *>(<char *>DT + _round64(p.dt_len * sizeof(floating)))
+    memset(G, 0, p.gacc_len * sizeof(double))
+    return _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.zbuf_len, gtmp, work, DT, G)
 
 
 cdef void _run(const Plan *p, const floating *W, const floating *X, const floating *T,
@@ -343,6 +385,7 @@ cdef class CythonKernel:
     cdef readonly idx tile
     cdef readonly idx min_samples_per_thread
     cdef readonly object blas_layers
+    cdef readonly object gacc_layers
     cdef char *arena
     cdef long arena_busy
 
@@ -417,6 +460,11 @@ cdef class CythonKernel:
             free(arena)
         return scale * loss + l2 * penalty, grad
 
+    @property
+    def wide(self):
+        """Whether the AVX-512 register blocks are used."""
+        return bool(self.plan.wide)
+
     cpdef int _n_blocks(self, idx n):
         """Threads used on n samples: enough samples per thread to pay for starting it."""
         cdef idx by_size = n // self.min_samples_per_thread
@@ -425,7 +473,8 @@ cdef class CythonKernel:
 
 
 def make_kernel(layer_sizes, int activation_code, int output_code, bint float32, int n_threads,
-                idx tile, idx blas_min, idx min_samples_per_thread, bint serial_blas):
+                idx tile, idx blas_min, idx min_samples_per_thread, bint serial_blas,
+                idx gacc_min_out=8, wide=None):
     """Precompute the plan of one network and return its :class:`CythonKernel`.
 
     Parameters
@@ -445,6 +494,13 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
         A call on n samples uses at most ``n // min_samples_per_thread`` threads.
     serial_blas : bool
         Run the tiles on one thread and leave the parallelism to BLAS (very wide layers).
+    gacc_min_out : int
+        Loop (non-BLAS) layers with at least this many outputs accumulate their weight gradient
+        sample-major (rank-1 updates into a register-blocked accumulator, ``fb_gacc``); narrower
+        ones sum lane-wise per tile (``fb_grad_tile``).
+    wide : bool or None
+        Use the AVX-512 register blocks (4 x 16 lanes); None: when the CPU has them (``WIDE``).
+        Both give the same bits: only the blocking differs, not the order of any sum.
     """
     cdef CythonKernel k = CythonKernel.__new__(CythonKernel)
     cdef int L = len(layer_sizes) - 1, l
@@ -477,16 +533,35 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
             blas.append(l)
             if float32:
                 k.plan.gtmp_len = max(k.plan.gtmp_len, k.plan.sizes[l] * k.plan.sizes[l + 1])
+    k.plan.gacc_len = 0
+    k.plan.dt_len = 0
+    k.plan.wide = WIDE if wide is None else (bool(wide) and WIDE)
+    for l in range(L):
+        k.plan.gacc[l] = (not k.plan.blas[l]) and k.plan.sizes[l + 1] >= gacc_min_out
+        k.plan.npad[l] = (k.plan.sizes[l + 1] + 7) // 8 * 8
+        k.plan.gacc_off[l] = k.plan.gacc_len
+        if k.plan.gacc[l]:
+            k.plan.gacc_len += k.plan.sizes[l] * k.plan.npad[l]
+            k.plan.dt_len = max(k.plan.dt_len, k.plan.ld * k.plan.npad[l])
+    # z^0 is only stored when layer 0 does not read X in place (BLAS); layer 0 has no deltas
     width_sum = 0
     for l in range(L + 1):
         k.plan.buf_off[l] = width_sum * k.plan.ld
-        width_sum += k.plan.sizes[l]
-    k.plan.scratch_len = width_sum * k.plan.ld
+        if l > 0 or not k.plan.blas[0]:
+            width_sum += k.plan.sizes[l]
+    k.plan.zbuf_len = width_sum * k.plan.ld
+    width_sum = 0
+    for l in range(L + 1):
+        k.plan.dbuf_off[l] = width_sum * k.plan.ld
+        if l > 0:
+            width_sum += k.plan.sizes[l]
+    k.plan.dbuf_len = width_sum * k.plan.ld
     k.n_threads = 1 if (serial_blas or not FB_HAVE_OPENMP) else n_threads
     k.float32 = float32
     k.tile = k.plan.ld
     k.min_samples_per_thread = min_samples_per_thread
     k.blas_layers = tuple(blas)
+    k.gacc_layers = tuple(l for l in range(L) if k.plan.gacc[l])
     k.arena = NULL
     k.arena_busy = 0
     return k

@@ -31,8 +31,20 @@
     !defined(FB_NO_DISPATCH)
 /* one clone per instruction set, chosen once by the dynamic loader (ifunc) */
 #define FB_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/* the wide register blocks (16 lanes x 4 rows: 8 vector accumulators) need AVX-512's 32
+ * registers; compiled for it alone and picked at run time by fb_wide_ok() */
+#define FB_WIDE 1
+#define FB_V4 __attribute__((target("arch=x86-64-v4")))
+static inline int fb_wide_ok(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+}
 #else
 #define FB_DISPATCH
+#define FB_WIDE 0
+#define FB_V4
+static inline int fb_wide_ok(void) { return 0; }
 #endif
 
 /* Every helper taking or returning a vector is forced inline: each target_clones clone then
@@ -399,5 +411,183 @@ static void fb_add_bias_##SFX(T *A, const T *b, fb_idx n, fb_idx nsp, fb_idx ld)
 
 FB_DEFINE(double, fb_vd, d)
 FB_DEFINE(float, fb_vf, f)
+
+
+/* ------------------------------------------------------------ sample-major gradient accumulation
+ * The weight gradient as a sum of rank-1 updates over the tile's samples, with no horizontal
+ * sums: D is first transposed to DT (nsp x npad, npad = n_out rounded up to 8, zero padded), then
+ * G[i*npad + j] += sum_s Z[i, s] DT[s, j] with a block of G held in registers over the whole
+ * tile. G (double, n_in x npad) accumulates over a block's tiles and is added into the gradient
+ * once per block (fb_gacc_flush). Each G entry sums its samples in order, whatever the blocking,
+ * so every instruction set gives the same sums. */
+#define FB_DEFINE_GACC(T, VT, SFX)                                                                \
+FB_DISPATCH static void fb_transpose_tile_##SFX(const T *D, fb_idx n, T *DT, fb_idx npad,         \
+                                                fb_idx nsp, fb_idx ld)                            \
+{                                                                                                 \
+    for (fb_idx s = 0; s < nsp; s++) {                                                            \
+        T *r = DT + s * npad;                                                                     \
+        for (fb_idx j = 0; j < n; j++) r[j] = D[j * ld + s];                                      \
+        for (fb_idx j = n; j < npad; j++) r[j] = (T)0;                                            \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* 4 rows x 8 columns of G per register block (4 accumulators) */                                 \
+FB_DISPATCH static void fb_gacc8_##SFX(const T *Z, fb_idx n_in, const T *DT, fb_idx npad,         \
+                                       double *G, fb_idx j0, fb_idx nsp, fb_idx ld)               \
+{                                                                                                 \
+    for (fb_idx j = j0; j < npad; j += 8) {                                                       \
+        fb_idx i = 0;                                                                             \
+        for (; i + 4 <= n_in; i += 4) {                                                           \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g), a1 = fb_ld_d(g + npad), a2 = fb_ld_d(g + 2 * npad),            \
+                  a3 = fb_ld_d(g + 3 * npad);                                                     \
+            const T *z = Z + i * ld;                                                              \
+            for (fb_idx s = 0; s < nsp; s++) {                                                    \
+                fb_vd d = fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j));                          \
+                a0 += (double)z[s] * d;                                                           \
+                a1 += (double)z[ld + s] * d;                                                      \
+                a2 += (double)z[2 * ld + s] * d;                                                  \
+                a3 += (double)z[3 * ld + s] * d;                                                  \
+            }                                                                                     \
+            fb_st_d(g, a0); fb_st_d(g + npad, a1); fb_st_d(g + 2 * npad, a2);                     \
+            fb_st_d(g + 3 * npad, a3);                                                            \
+        }                                                                                         \
+        for (; i < n_in; i++) {                                                                   \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g);                                                                \
+            const T *z = Z + i * ld;                                                              \
+            for (fb_idx s = 0; s < nsp; s++)                                                      \
+                a0 += (double)z[s] * fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j));               \
+            fb_st_d(g, a0);                                                                       \
+        }                                                                                         \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* AVX-512: 4 rows x 16 columns per register block (8 accumulators), then fb_gacc8 for the rest */\
+FB_V4 static void fb_gacc16_##SFX(const T *Z, fb_idx n_in, const T *DT, fb_idx npad, double *G,  \
+                                  fb_idx nsp, fb_idx ld)                                          \
+{                                                                                                 \
+    fb_idx j = 0;                                                                                 \
+    for (; j + 16 <= npad; j += 16) {                                                             \
+        fb_idx i = 0;                                                                             \
+        for (; i + 4 <= n_in; i += 4) {                                                           \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g), a1 = fb_ld_d(g + npad), a2 = fb_ld_d(g + 2 * npad),            \
+                  a3 = fb_ld_d(g + 3 * npad);                                                     \
+            fb_vd b0 = fb_ld_d(g + 8), b1 = fb_ld_d(g + npad + 8), b2 = fb_ld_d(g + 2 * npad + 8),\
+                  b3 = fb_ld_d(g + 3 * npad + 8);                                                 \
+            const T *z = Z + i * ld;                                                              \
+            for (fb_idx s = 0; s < nsp; s++) {                                                    \
+                fb_vd d = fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j));                          \
+                fb_vd e = fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j + 8));                      \
+                double z0 = (double)z[s], z1 = (double)z[ld + s];                                 \
+                double z2 = (double)z[2 * ld + s], z3 = (double)z[3 * ld + s];                    \
+                a0 += z0 * d; b0 += z0 * e;                                                       \
+                a1 += z1 * d; b1 += z1 * e;                                                       \
+                a2 += z2 * d; b2 += z2 * e;                                                       \
+                a3 += z3 * d; b3 += z3 * e;                                                       \
+            }                                                                                     \
+            fb_st_d(g, a0); fb_st_d(g + npad, a1); fb_st_d(g + 2 * npad, a2);                     \
+            fb_st_d(g + 3 * npad, a3);                                                            \
+            fb_st_d(g + 8, b0); fb_st_d(g + npad + 8, b1); fb_st_d(g + 2 * npad + 8, b2);         \
+            fb_st_d(g + 3 * npad + 8, b3);                                                        \
+        }                                                                                         \
+        for (; i < n_in; i++) {                                                                   \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g), b0 = fb_ld_d(g + 8);                                           \
+            const T *z = Z + i * ld;                                                              \
+            for (fb_idx s = 0; s < nsp; s++) {                                                    \
+                double z0 = (double)z[s];                                                         \
+                a0 += z0 * fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j));                         \
+                b0 += z0 * fb_wide_##SFX(fb_ld_##SFX(DT + s * npad + j + 8));                     \
+            }                                                                                     \
+            fb_st_d(g, a0); fb_st_d(g + 8, b0);                                                   \
+        }                                                                                         \
+    }                                                                                             \
+    if (j < npad) fb_gacc8_##SFX(Z, n_in, DT, npad, G, j, nsp, ld);                               \
+}                                                                                                 \
+                                                                                                  \
+static void fb_gacc_##SFX(int wide, const T *Z, fb_idx n_in, const T *DT, fb_idx npad, double *G, \
+                          fb_idx nsp, fb_idx ld)                                                  \
+{                                                                                                 \
+    if (FB_WIDE && wide) fb_gacc16_##SFX(Z, n_in, DT, npad, G, nsp, ld);                          \
+    else fb_gacc8_##SFX(Z, n_in, DT, npad, G, 0, nsp, ld);                                        \
+}
+
+/* dW[i*n + j] += G[i*npad + j], and G = 0 for the next block */
+static void fb_gacc_flush(double *G, fb_idx n_in, fb_idx n, fb_idx npad, double *dW)
+{
+    for (fb_idx i = 0; i < n_in; i++)
+        for (fb_idx j = 0; j < n; j++) dW[i * n + j] += G[i * npad + j];
+    memset(G, 0, (size_t)(n_in * npad) * sizeof(double));
+}
+
+FB_DEFINE_GACC(double, fb_vd, d)
+FB_DEFINE_GACC(float, fb_vf, f)
+
+/* AVX-512 variant of fb_matmul_tile: 4 outputs x 16 lanes per register block (8 accumulators),
+ * the same sums in the same order (bias, then inputs c = 0, 1, ...) as fb_matmul_tile */
+#define FB_DEFINE_MATMUL_WIDE(T, VT, SFX)                                                         \
+FB_V4 static void fb_matmul16_##SFX(const T *M, fb_idx so, fb_idx si, const T *bias,             \
+                                    const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out,             \
+                                    fb_idx nsp, fb_idx ld)                                        \
+{                                                                                                 \
+    fb_idx o = 0;                                                                                 \
+    for (; o + 4 <= n_out; o += 4) {                                                              \
+        T b0 = bias ? bias[o] : 0, b1 = bias ? bias[o + 1] : 0;                                   \
+        T b2 = bias ? bias[o + 2] : 0, b3 = bias ? bias[o + 3] : 0;                               \
+        fb_idx s = 0;                                                                             \
+        for (; s + 2 * FB_LANES <= nsp; s += 2 * FB_LANES) {                                      \
+            VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
+            VT c0 = a0, c1 = a1, c2 = a2, c3 = a3;                                                \
+            const T *m = M + o * so;                                                              \
+            for (fb_idx c = 0; c < n_in; c++, m += si) {                                          \
+                VT z = fb_ld_##SFX(Zin + c * ld + s), y = fb_ld_##SFX(Zin + c * ld + s + FB_LANES);\
+                T m0 = m[0], m1 = m[so], m2 = m[2 * so], m3 = m[3 * so];                          \
+                a0 += m0 * z; c0 += m0 * y;                                                       \
+                a1 += m1 * z; c1 += m1 * y;                                                       \
+                a2 += m2 * z; c2 += m2 * y;                                                       \
+                a3 += m3 * z; c3 += m3 * y;                                                       \
+            }                                                                                     \
+            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
+            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
+            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
+            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
+            fb_st_##SFX(Aout + o * ld + s + FB_LANES, c0);                                        \
+            fb_st_##SFX(Aout + (o + 1) * ld + s + FB_LANES, c1);                                  \
+            fb_st_##SFX(Aout + (o + 2) * ld + s + FB_LANES, c2);                                  \
+            fb_st_##SFX(Aout + (o + 3) * ld + s + FB_LANES, c3);                                  \
+        }                                                                                         \
+        for (; s < nsp; s += FB_LANES) {                                                          \
+            VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
+            const T *m = M + o * so;                                                              \
+            for (fb_idx c = 0; c < n_in; c++, m += si) {                                          \
+                VT z = fb_ld_##SFX(Zin + c * ld + s);                                             \
+                a0 += m[0] * z;                                                                   \
+                a1 += m[so] * z;                                                                  \
+                a2 += m[2 * so] * z;                                                              \
+                a3 += m[3 * so] * z;                                                              \
+            }                                                                                     \
+            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
+            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
+            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
+            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
+        }                                                                                         \
+    }                                                                                             \
+    if (o < n_out)                                                                                \
+        fb_matmul_tile_##SFX(M + o * so, so, si, bias ? bias + o : bias, Zin, n_in,               \
+                             Aout + o * ld, n_out - o, nsp, ld);                                  \
+}                                                                                                 \
+                                                                                                  \
+static void fb_matmul_##SFX(int wide, const T *M, fb_idx so, fb_idx si, const T *bias,           \
+                            const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out, fb_idx nsp,         \
+                            fb_idx ld)                                                            \
+{                                                                                                 \
+    if (FB_WIDE && wide) fb_matmul16_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld);     \
+    else fb_matmul_tile_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld);                  \
+}
+
+FB_DEFINE_MATMUL_WIDE(double, fb_vd, d)
+FB_DEFINE_MATMUL_WIDE(float, fb_vf, f)
 
 #endif /* FB_SIMD_H */

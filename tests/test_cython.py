@@ -87,20 +87,78 @@ def test_matches_naive_backprop(activation, output):
         assert_close(net32.loss_and_grad(W, X, y, sw), want, RTOL32)
 
 
-# Layers of 64 x 64 and wider multiply their tiles through BLAS; the first layer of the second
-# network reads X in place (no transposed copy); the third runs its tiles on one thread
-# ("serial_blas": OpenBLAS threads itself).
+def kernel_result(net, X, y, sw, **plan):
+    """The cython kernel of ``net`` built with ``plan`` overriding plan_for's, and the bound data."""
+    from fastbp.backends import _cython_kernels as ck
+    from fastbp.backends.cython_backend import plan_for
+
+    L = net.layout
+    args = plan_for(L, plan.get("n_threads", 1))
+    args.update({k: v for k, v in plan.items() if k not in ("n_threads", "wide")})
+    k = ck.make_kernel(L.layer_sizes, L.activation_code, L.output_code, L.dtype.itemsize == 4,
+                       plan.get("n_threads", 1), wide=plan.get("wide"), **args)
+    return k, net.bind(X, y, sw)
+
+
+def run_kernel(k, f, W, l2):
+    return k(W, f.X, f.T, f.sample_weight, f.scale, l2)
+
+
+# Every path of the kernel, forced through make_kernel: layer products through BLAS (layer 0
+# reading X in place, tiles of one sample to 2048), run on one thread with BLAS threading itself
+# ("serial_blas") or on 1-3 threads; gradients lane-summed or accumulated sample-major (gacc);
+# AVX-512 register blocks or the narrower ones.
 @pytest.mark.parametrize(
-    "sizes", [[20, 64, 64, 3], [70, 40, 2], [300, 100, 5]], ids=["blas-hidden", "blas-first", "serial-blas"]
+    "sizes", [[20, 64, 64, 3], [70, 40, 2], [300, 100, 5], [5, 33, 17, 40, 3]],
+    ids=["blas-hidden", "blas-first", "wide-first", "odd-widths"],
 )
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_blas_paths_match_numpy(sizes, dtype):
+def test_every_kernel_path_matches_numpy(sizes, dtype):
     rng = np.random.default_rng(5)
     X, y, _, sw = make_problem(sizes, "softmax", 301, rng, weighted=True)
     W = fastbp.Network(sizes).init_weights(rng)
-    ref = fastbp.Network(sizes, "tanh", backend="numpy").loss_and_grad(W, X, y, sw)
-    cy = fastbp.Network(sizes, "tanh", backend="cython", dtype=dtype).loss_and_grad(W, X, y, sw)
-    assert_close(cy, ref, RTOL64 if dtype == np.float64 else RTOL32)
+    ref = fastbp.Network(sizes, "tanh", backend="numpy", l2=0.01).loss_and_grad(W, X, y, sw)
+    net = fastbp.Network(sizes, "tanh", backend="cython", dtype=dtype, l2=0.01)
+    rtol = RTOL64 if dtype == np.float64 else RTOL32
+    by_wide = {}
+    for plan in (
+        dict(blas_min=2048, tile=64),
+        dict(blas_min=2048, tile=2048, serial_blas=True),
+        dict(blas_min=2048, tile=100, n_threads=3),
+        dict(blas_min=10**9, tile=8, gacc_min_out=1),
+        dict(blas_min=10**9, tile=64, gacc_min_out=10**9, n_threads=2),
+    ):
+        for wide in (True, False):
+            k, f = kernel_result(net, X, y, sw, wide=wide, **plan)
+            if plan["blas_min"] == 2048:
+                assert k.blas_layers == tuple(i for i, (a, b) in enumerate(net.layout.coef_shapes) if a * b >= 2048)
+            got = run_kernel(k, f, W, net.l2)
+            assert_close(got, ref, rtol)
+            by_wide[wide] = got
+        # the AVX-512 blocks change no sum's order: the same bits as the narrower blocks
+        assert by_wide[True][0] == by_wide[False][0]
+        assert np.array_equal(by_wide[True][1], by_wide[False][1])
+
+
+def test_large_plan_uses_blas_on_threads_with_blas_held_to_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from fastbp.backends.cython_backend import SerialBlasKernel
+
+    sizes = [784, 256, 256, 10]
+    rng = np.random.default_rng(1)
+    X, y, _, _ = make_problem(sizes, "softmax", 600, rng)
+    W = fastbp.Network(sizes).init_weights(0)
+    f = fastbp.Network(sizes, "relu", backend="cython", n_threads=2).bind(X, y)
+    if not fastbp.backends.get_backend("cython").have_openmp:
+        pytest.skip("single-threaded build")
+    assert isinstance(f._kernel, SerialBlasKernel) and f._kernel.blas_layers == (0, 1)
+    before = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
+    got = f(W)
+    after = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
+    assert before == after  # the limit is restored
+    assert got[0] == f(W)[0]
+    assert_close(got, fastbp.Network(sizes, "relu", backend="numpy").loss_and_grad(W, X, y), RTOL64)
 
 
 def tile_of(sizes):

@@ -4,9 +4,10 @@ The kernel itself is the extension module ``fastbp.backends._cython_kernels``, b
 ``setup.py`` from ``src_kernels/``: one Cython source for float32 and float64, nogil, with the
 samples cut into tiles of unit-major activations and the tiles dealt out to OpenMP threads as
 contiguous blocks whose gradient buffers are summed in block order (bit-identical results for a
-given ``n_threads``). Wide layers multiply their tiles through BLAS (``scipy.linalg.cython_blas``);
-narrow ones through register-blocked loops that gcc vectorizes, with run-time instruction-set
-dispatch. See ``src_kernels/_cython_kernels.pyx`` for the algorithm.
+given ``n_threads``). The widest layers multiply their tiles through BLAS
+(``scipy.linalg.cython_blas``, single-threaded inside each kernel thread); the others through
+register-blocked loops that gcc vectorizes, with run-time instruction-set dispatch (AVX-512
+blocks where the CPU has them). See ``src_kernels/_cython_kernels.pyx`` for the algorithm.
 
 If the extension was not compiled (a source checkout used without ``pip install``), importing
 this module raises ImportError, so ``"cython"`` is missing from
@@ -26,18 +27,24 @@ except ImportError as exc:  # not built, or built for another Python
 
 __all__ = ["BACKEND", "CythonBackend", "plan_for"]
 
-#: A BLAS call on a tile pays for itself from this many weights in the layer (n_in * n_out).
-BLAS_MIN_WEIGHTS = 2048
-#: OpenBLAS multithreads a product once m * n * k exceeds 65536 * 4; tiles are kept under it so
-#: the per-thread BLAS calls stay single-threaded (no oversubscription) ...
-OPENBLAS_SERIAL_MNK = 262_144
-#: ... unless a layer is so wide that a tile of even this many samples exceeds it: then the tiles
-#: run on one thread and the parallelism is BLAS's own (``serial_blas``), on tiles of this size.
-MIN_TILE = 32
-BIG_TILE = 2048
-#: Tile for networks without BLAS layers: every layer's activations and deltas stay in cache.
-LOOP_TILE = 128
-#: Floating-point multiply-adds a thread must have to do before a second one is started.
+#: Whether this CPU runs the kernel's AVX-512 register-blocked loops (see ``src_kernels/fb_simd.h``).
+WIDE = _cython_kernels.WIDE
+#: A layer goes through BLAS from this many weights (n_in * n_out). The kernel's own AVX-512 loops
+#: ran the 64 x 64 layers of ``medium`` 1.7x faster than OpenBLAS on tiles (3.8 vs 6.3 ms, one
+#: thread) and matched it on 256 x 256 ones, so with them BLAS is kept for the widest layers only.
+BLAS_MIN_WEIGHTS = 65_536 if WIDE else 2048
+#: Tile (samples) of networks with BLAS layers: one plain gemm per layer and tile, large enough
+#: for BLAS to run at full speed. Each thread runs its own block of tiles with single-threaded
+#: BLAS (the BLAS libraries are held to one thread during such a call: see ``SerialBlasKernel``).
+BLAS_TILE = 2048
+#: Tile of networks without BLAS layers: a tile's activations and deltas stay in L1/L2.
+LOOP_TILE = 64
+#: Loop layers with this many outputs or more accumulate their weight gradient sample-major
+#: (rank-1 updates, no lane sums; their output count is padded to 8, so narrower layers lose).
+GACC_MIN_OUT = 32
+#: Floating-point multiply-adds a thread must have to do before a second one is started. A
+#: parallel region on a busy 2-core machine can wait a scheduler time slice (ms) for its second
+#: thread, so calls of tens of microseconds stay on one thread.
 MIN_WORK_PER_THREAD = 1_000_000
 
 
@@ -47,25 +54,65 @@ def plan_for(layout, n_threads):
     Returns
     -------
     dict
-        ``tile`` (samples per tile), ``blas_min``, ``min_samples_per_thread`` and
-        ``serial_blas``, as :func:`fastbp.backends._cython_kernels.make_kernel` takes them.
+        ``tile`` (samples per tile), ``blas_min``, ``min_samples_per_thread``, ``serial_blas``
+        and ``gacc_min_out``, as :func:`fastbp.backends._cython_kernels.make_kernel` takes them.
     """
     widest = max(a * b for a, b in layout.coef_shapes)
-    serial_blas = False
-    if widest < BLAS_MIN_WEIGHTS:
-        tile = LOOP_TILE
-    elif widest * MIN_TILE <= OPENBLAS_SERIAL_MNK:
-        tile = max(MIN_TILE, min(LOOP_TILE, OPENBLAS_SERIAL_MNK // widest) // 8 * 8)
-    else:
-        tile, serial_blas = BIG_TILE, True
+    uses_blas = widest >= BLAS_MIN_WEIGHTS
     # one sample's forward and backward pass costs about 3 multiply-adds per weight
     per_sample = 3 * layout.n_coef + 10 * sum(layout.layer_sizes[1:])
     return {
-        "tile": tile,
+        "tile": BLAS_TILE if uses_blas else LOOP_TILE,
         "blas_min": BLAS_MIN_WEIGHTS,
         "min_samples_per_thread": max(1, MIN_WORK_PER_THREAD // per_sample),
-        "serial_blas": serial_blas,
+        # without OpenMP the only parallelism left is BLAS's own, on one block of big tiles
+        "serial_blas": uses_blas and not _cython_kernels.HAVE_OPENMP,
+        "gacc_min_out": GACC_MIN_OUT,
     }
+
+
+def _blas_controllers():
+    """threadpoolctl's controllers of every BLAS library loaded (scipy's OpenBLAS, which
+    ``scipy.linalg.cython_blas`` calls, and numpy's), or () when threadpoolctl is missing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a declared dependency
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+class SerialBlasKernel:
+    """A kernel whose threads each call BLAS: BLAS is held to one thread during a threaded call.
+
+    OpenBLAS threads a product of more than 65536 * 4 multiply-adds by itself. Called from
+    several of the kernel's threads at once, its thread pool is oversubscribed and mostly waits
+    (on a busy 2-core machine ``large`` took 1.1-1.9 s that way against 0.22-0.39 s with one BLAS
+    thread per kernel thread). The limit is set before and restored after each call that uses
+    more than one thread (a few microseconds, against calls of tens of milliseconds), as
+    ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide meanwhile.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self._controllers = None
+
+    def __getattr__(self, name):  # n_threads, tile, blas_layers, _n_blocks... of the kernel
+        return getattr(self.kernel, name)
+
+    def __call__(self, W, X, T, sample_weight, scale, l2):
+        kernel = self.kernel
+        if kernel._n_blocks(X.shape[0]) <= 1:
+            return kernel(W, X, T, sample_weight, scale, l2)
+        if self._controllers is None:
+            self._controllers = _blas_controllers()
+        saved = [c.num_threads for c in self._controllers]
+        for c in self._controllers:
+            c.set_num_threads(1)
+        try:
+            return kernel(W, X, T, sample_weight, scale, l2)
+        finally:
+            for c, n in zip(self._controllers, saved):
+                c.set_num_threads(n)
 
 
 class CythonBackend:
@@ -79,7 +126,7 @@ class CythonBackend:
     have_openmp = _cython_kernels.HAVE_OPENMP
 
     def prepare(self, layout, n_threads):
-        return _cython_kernels.make_kernel(
+        kernel = _cython_kernels.make_kernel(
             layout.layer_sizes,
             layout.activation_code,
             layout.output_code,
@@ -87,6 +134,9 @@ class CythonBackend:
             int(n_threads),
             **plan_for(layout, n_threads),
         )
+        if kernel.blas_layers and kernel.n_threads > 1:
+            return SerialBlasKernel(kernel)
+        return kernel
 
 
 BACKEND = CythonBackend()
