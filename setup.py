@@ -65,14 +65,15 @@ def extensions():
     from Cython.Build import cythonize
 
     # -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
-    opt = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]
+    opt = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"]
     ext = Extension(
         "fastbp.backends._cython_kernels",
         sources=["src_kernels/_cython_kernels.pyx"],
         include_dirs=["src_kernels", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=opt,
-        depends=["src_kernels/fb_simd.h"],
+        extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
+        depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h"],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"})
 

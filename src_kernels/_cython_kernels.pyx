@@ -6,20 +6,23 @@ One source for float32 and float64 (the fused type ``floating``). Per call:
 
 1. the samples are cut into tiles of ``ld`` samples; each tile is held unit-major (the value of
    unit j for sample s at ``P[j * ld + s]``), so the inner loops run over contiguous samples;
-2. the tiles are dealt out as contiguous blocks, one block per thread (``prange``); each thread
-   owns its scratch and its gradient buffer, and the buffers are summed in block order, so the
-   result is bit-identical for a given thread count;
+2. the tiles are dealt out as contiguous blocks, one block per thread, run by the pool of
+   ``fb_pool.h`` (the calling thread runs any block no worker has claimed, so a busy machine
+   never makes a call wait for a thread to start); each block owns its scratch and its gradient
+   buffer, and the buffers are summed in block order, so the result is bit-identical for a
+   given thread count, whichever thread ran which block;
 3. per tile, as in the lab (exercise 5a): forward ``a^{l+1} = W_l^T z^l + b_l``,
    ``z^{l+1} = σ(a^{l+1})``; at the output ``δ^L = ∂ℓ/∂a^L`` (``y − t``, times the sample
    weight); then down the layers ``∂loss/∂w_ij += δ_j z_i`` and ``δ^l = σ'(a^l) ⊙ (W_l δ^{l+1})``.
 
 Wide layers (``n_in * n_out >= blas_min``) go through BLAS (``scipy.linalg.cython_blas``) on
-the tile; the others through the register-blocked loops of ``fb_simd.h``. Nothing scales with
-the number of samples except the loops.
+the tile; the others through the register-blocked loops of ``fb_simd.h`` (AVX-512 blocks where
+the CPU has them; the weight gradient of wide-output layers accumulated sample-major). The
+scratch is allocated once per kernel and kept; nothing scales with the number of samples
+except the loops.
 """
 
 cimport cython
-from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -72,6 +75,11 @@ cdef extern from "fb_simd.h" nogil:
     double fb_logistic(double x)
     double fb_log1p_unit(double x)
 
+cdef extern from "fb_pool.h" nogil:
+    ctypedef void (*fb_task_fn)(void *ctx, int block) noexcept nogil
+    void fb_pool_run(int K, fb_task_fn fn, void *ctx)
+    int FB_HAVE_POOL
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -102,8 +110,10 @@ ctypedef fused floating:
     float
     double
 
-#: True when the extension was compiled with OpenMP (threads); False for the serial fallback.
+#: True when the extension was compiled with OpenMP.
 HAVE_OPENMP = bool(FB_HAVE_OPENMP)
+#: True when calls can run on several threads (POSIX threads, or OpenMP); False: serial build.
+HAVE_THREADS = bool(FB_HAVE_POOL or FB_HAVE_OPENMP)
 #: True when this CPU runs the AVX-512 register-blocked loops (x86-64-v4, checked at run time).
 WIDE = bool(fb_wide_ok())
 
@@ -327,37 +337,76 @@ cdef double _block_task(const Plan *p, const floating *W, const floating *X, con
     return _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.zbuf_len, gtmp, work, DT, G)
 
 
+cdef struct RunCtx:
+    const Plan *p
+    const void *W
+    const void *X
+    const void *T
+    const double *sw
+    idx n, n_tiles, bb, g_off
+    int n_blocks
+    double *grad
+    double *losses
+    char *blocks
+
+
+cdef inline void _one_block(const RunCtx *c, int b, const floating *W, const floating *X,
+                            const floating *T) noexcept nogil:
+    """Block b of c: tiles [b n_tiles / B, (b + 1) n_tiles / B) (the split depends on n and B
+    only), into its own gradient buffer (block 0: the result's) and loss slot."""
+    cdef idx ld = c.p.ld, P = c.p.n_params
+    cdef double *gb = c.grad if b == 0 else <double *>(c.blocks + b * c.bb + c.g_off)
+    if b > 0:
+        memset(gb, 0, P * sizeof(double))
+    c.losses[b] = _block_task(
+        c.p, W, X, T, c.sw,
+        min(c.n, (b * c.n_tiles // c.n_blocks) * ld),
+        min(c.n, ((b + 1) * c.n_tiles // c.n_blocks) * ld),
+        gb, c.blocks + b * c.bb)
+
+
+cdef void _task_d(void *ctx, int b) noexcept nogil:
+    cdef const RunCtx *c = <const RunCtx *>ctx
+    _one_block(c, b, <const double *>c.W, <const double *>c.X, <const double *>c.T)
+
+
+cdef void _task_f(void *ctx, int b) noexcept nogil:
+    cdef const RunCtx *c = <const RunCtx *>ctx
+    _one_block(c, b, <const float *>c.W, <const float *>c.X, <const float *>c.T)
+
+
 cdef void _run(const Plan *p, const floating *W, const floating *X, const floating *T,
                const double *sw, idx n, int n_blocks, double *grad, double *loss,
                char *arena) noexcept nogil:
-    """Loss and unscaled gradient (into grad) over all n samples in n_blocks blocks."""
-    cdef idx n_tiles = (n + p.ld - 1) // p.ld
+    """Loss and unscaled gradient (into grad) over all n samples in n_blocks blocks, run by
+    the pool's threads (fb_pool.h) and reduced in block order: bit-identical for a given
+    number of blocks, whichever thread ran which block."""
+    cdef RunCtx c
     cdef int b
     cdef idx k, P = p.n_params
-    cdef idx bb = _block_bytes(p, sizeof(floating))
-    cdef double *losses = <double *>arena
-    cdef char *blocks = arena + _round64(n_blocks * sizeof(double)) + _round64(P * sizeof(float))
-    cdef idx g_off = bb - _round64(P * sizeof(double))  # a block's gradient: its scratch's tail
     cdef double *gb
+    c.p = p
+    c.W = W
+    c.X = X
+    c.T = T
+    c.sw = sw
+    c.n = n
+    c.n_tiles = (n + p.ld - 1) // p.ld
+    c.n_blocks = n_blocks
+    c.bb = _block_bytes(p, sizeof(floating))
+    c.g_off = c.bb - _round64(P * sizeof(double))  # a block's gradient: its scratch's tail
+    c.grad = grad
+    c.losses = <double *>arena
+    c.blocks = arena + _round64(n_blocks * sizeof(double)) + _round64(P * sizeof(float))
     memset(grad, 0, P * sizeof(double))
-    if n_blocks <= 1:
-        loss[0] = _block_task(p, W, X, T, sw, 0, n, grad, blocks)
-        return
-    # block b takes tiles [b n_tiles / B, (b + 1) n_tiles / B): the split depends on n and B only
-    for b in prange(n_blocks, schedule='static', chunksize=1, num_threads=n_blocks):
-        gb = grad if b == 0 else <double *>(blocks + b * bb + g_off)
-        if b > 0:
-            memset(gb, 0, P * sizeof(double))
-        losses[b] = _block_task(
-            p, W, X, T, sw,
-            min(n, (b * n_tiles // n_blocks) * p.ld),
-            min(n, ((b + 1) * n_tiles // n_blocks) * p.ld),
-            gb, blocks + b * bb)
-    # reduce in block order: bit-identical for a given number of blocks
-    loss[0] = losses[0]
+    if floating is double:
+        fb_pool_run(n_blocks, _task_d, &c)
+    else:
+        fb_pool_run(n_blocks, _task_f, &c)
+    loss[0] = c.losses[0]
     for b in range(1, n_blocks):
-        loss[0] += losses[b]
-        gb = <double *>(blocks + b * bb + g_off)
+        loss[0] += c.losses[b]
+        gb = <double *>(c.blocks + b * c.bb + c.g_off)
         for k in range(P):
             grad[k] += gb[k]
 
@@ -556,7 +605,7 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
         if l > 0:
             width_sum += k.plan.sizes[l]
     k.plan.dbuf_len = width_sum * k.plan.ld
-    k.n_threads = 1 if (serial_blas or not FB_HAVE_OPENMP) else n_threads
+    k.n_threads = 1 if (serial_blas or not HAVE_THREADS) else n_threads
     k.float32 = float32
     k.tile = k.plan.ld
     k.min_samples_per_thread = min_samples_per_thread

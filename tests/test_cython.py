@@ -150,7 +150,7 @@ def test_large_plan_uses_blas_on_threads_with_blas_held_to_one_thread():
     X, y, _, _ = make_problem(sizes, "softmax", 600, rng)
     W = fastbp.Network(sizes).init_weights(0)
     f = fastbp.Network(sizes, "relu", backend="cython", n_threads=2).bind(X, y)
-    if not fastbp.backends.get_backend("cython").have_openmp:
+    if not fastbp.backends.get_backend("cython").have_threads:
         pytest.skip("single-threaded build")
     assert isinstance(f._kernel, SerialBlasKernel) and f._kernel.blas_layers == (0, 1)
     before = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
@@ -322,3 +322,27 @@ def test_concurrent_calls_on_one_kernel():
         got = list(pool.map(f, Ws * 8))
     for i, (loss, grad) in enumerate(got):
         assert loss == want[i % 4][0] and np.array_equal(grad, want[i % 4][1])
+
+
+def _loss_in_child(args):
+    sizes, X, y, W = args
+    return fastbp.Network(sizes, "tanh", backend="cython", n_threads=2).bind(X, y)(W)[0]
+
+
+def test_threads_survive_fork():
+    """The pool's workers do not exist in a forked child: its calls must still complete (the
+    calling thread runs every block) and give the same bits."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    sizes = [6, 40, 40, 2]
+    rng = np.random.default_rng(13)
+    X, y, _, _ = make_problem(sizes, "softmax", 3000, rng)
+    W = fastbp.Network(sizes).init_weights(0)
+    f = fastbp.Network(sizes, "tanh", backend="cython", n_threads=2).bind(X, y)
+    assert f._kernel._n_blocks(3000) == 2
+    want = f(W)[0]  # starts the pool's worker in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.map(_loss_in_child, [(sizes, X, y, W)] * 2, chunksize=1)
+    assert got == [want, want]
