@@ -163,10 +163,11 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a,
 
 # ------------------------------------------------------------------------ one block of samples
 cdef double _block(const Plan *p, const floating *W, const floating *X, const floating *T,
-                   const double *sw, idx s_begin, idx s_end, double *g,
+                   const double *sw, idx s_begin, idx s_end, idx ts, double *g,
                    floating *buf, floating *dbuf, float *gtmp, double *work, floating *DT,
                    double *G) noexcept nogil:
-    """Loss (weighted sum) of samples [s_begin, s_end); their gradient is added into g.
+    """Loss (weighted sum) of samples [s_begin, s_end), in tiles of ts <= ld samples; their
+    gradient is added into g.
 
     buf holds every layer's unit-major tile (z^0 ... z^{L-1}, then a^L; no z^0 when layer 0
     reads X in place); dbuf the deltas of layers 1 ... L.
@@ -189,7 +190,7 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
 
     s0 = s_begin
     while s0 < s_end:
-        ns = min(ld, s_end - s0)
+        ns = min(ts, s_end - s0)
         nsp = (ns + FB_LANES - 1) // FB_LANES * FB_LANES
         Xt = X + s0 * p.sizes[0]
 
@@ -324,7 +325,7 @@ cdef idx _arena_bytes(const Plan *p, int isz, int n_blocks) noexcept nogil:
 
 
 cdef double _block_task(const Plan *p, const floating *W, const floating *X, const floating *T,
-                        const double *sw, idx s_begin, idx s_end, double *g,
+                        const double *sw, idx s_begin, idx s_end, idx ts, double *g,
                         char *scratch) noexcept nogil:
     """One thread's share on its own scratch (every lane it reads is written first)."""
     cdef floating *buf = <floating *>scratch
@@ -334,7 +335,8 @@ cdef double _block_task(const Plan *p, const floating *W, const floating *X, con
     cdef floating *DT = <floating *>(<char *>gtmp + _round64(p.gtmp_len * sizeof(float)))
     cdef double *G = <double *>(<char *>DT + _round64(p.dt_len * sizeof(floating)))
     memset(G, 0, p.gacc_len * sizeof(double))
-    return _block(p, W, X, T, sw, s_begin, s_end, g, buf, buf + p.zbuf_len, gtmp, work, DT, G)
+    return _block(p, W, X, T, sw, s_begin, s_end, ts, g, buf, buf + p.zbuf_len, gtmp, work, DT,
+                  G)
 
 
 cdef struct RunCtx:
@@ -343,7 +345,7 @@ cdef struct RunCtx:
     const void *X
     const void *T
     const double *sw
-    idx n, n_tiles, bb, g_off
+    idx n, ts, n_tiles, bb, g_off
     int n_blocks
     double *grad
     double *losses
@@ -354,15 +356,15 @@ cdef inline void _one_block(const RunCtx *c, int b, const floating *W, const flo
                             const floating *T) noexcept nogil:
     """Block b of c: tiles [b n_tiles / B, (b + 1) n_tiles / B) (the split depends on n and B
     only), into its own gradient buffer (block 0: the result's) and loss slot."""
-    cdef idx ld = c.p.ld, P = c.p.n_params
+    cdef idx ts = c.ts, P = c.p.n_params
     cdef double *gb = c.grad if b == 0 else <double *>(c.blocks + b * c.bb + c.g_off)
     if b > 0:
         memset(gb, 0, P * sizeof(double))
     c.losses[b] = _block_task(
         c.p, W, X, T, c.sw,
-        min(c.n, (b * c.n_tiles // c.n_blocks) * ld),
-        min(c.n, ((b + 1) * c.n_tiles // c.n_blocks) * ld),
-        gb, c.blocks + b * c.bb)
+        min(c.n, (b * c.n_tiles // c.n_blocks) * ts),
+        min(c.n, ((b + 1) * c.n_tiles // c.n_blocks) * ts),
+        ts, gb, c.blocks + b * c.bb)
 
 
 cdef void _task_d(void *ctx, int b) noexcept nogil:
@@ -391,7 +393,14 @@ cdef void _run(const Plan *p, const floating *W, const floating *X, const floati
     c.T = T
     c.sw = sw
     c.n = n
-    c.n_tiles = (n + p.ld - 1) // p.ld
+    # tiles of ts <= ld samples, as many per block and as even as the plan's ld allows (n=400
+    # on 2 threads with ld=128: 4 tiles of 104, not 3 of 128 and one of 16); ts depends on n
+    # and n_blocks only, so the sums' order does too
+    cdef idx per_block = (n + n_blocks - 1) // n_blocks
+    cdef idx tiles_per_block = (per_block + p.ld - 1) // p.ld
+    c.ts = (n + n_blocks * tiles_per_block - 1) // (n_blocks * tiles_per_block)
+    c.ts = min(p.ld, (c.ts + FB_LANES - 1) // FB_LANES * FB_LANES)
+    c.n_tiles = (n + c.ts - 1) // c.ts
     c.n_blocks = n_blocks
     c.bb = _block_bytes(p, sizeof(floating))
     c.g_off = c.bb - _round64(P * sizeof(double))  # a block's gradient: its scratch's tail

@@ -38,8 +38,12 @@ BLAS_MIN_WEIGHTS = 65_536 if WIDE else 2048
 #: for BLAS to run at full speed. Each thread runs its own block of tiles with single-threaded
 #: BLAS (the BLAS libraries are held to one thread during such a call: see ``SerialBlasKernel``).
 BLAS_TILE = 2048
-#: Tile of networks without BLAS layers: a tile's activations and deltas stay in L1/L2.
-LOOP_TILE = 64
+#: Tile of networks without BLAS layers: the widest layer input of a tile (n_in x tile values,
+#: read once per 4 outputs) stays in L1: LOOP_TILE_VALUES // max n_in samples, within
+#: [MIN_LOOP_TILE, MAX_LOOP_TILE] (medium: 64; seed4layer, multiclass: 128, cut per call into
+#: equal tiles, e.g. 4 x 104 for n = 400 on 2 threads).
+LOOP_TILE_VALUES = 4096
+MIN_LOOP_TILE, MAX_LOOP_TILE = 32, 128
 #: Loop layers with this many outputs or more accumulate their weight gradient sample-major
 #: (rank-1 updates, no lane sums; their output count is padded to 8, so narrower layers lose).
 GACC_MIN_OUT = 32
@@ -62,10 +66,12 @@ def plan_for(layout, n_threads):
     """
     widest = max(a * b for a, b in layout.coef_shapes)
     uses_blas = widest >= BLAS_MIN_WEIGHTS
+    widest_in = max(a for a, b in layout.coef_shapes)
+    loop_tile = min(MAX_LOOP_TILE, max(MIN_LOOP_TILE, LOOP_TILE_VALUES // widest_in)) // 8 * 8
     # one sample's forward and backward pass costs about 3 multiply-adds per weight
     per_sample = 3 * layout.n_coef + 10 * sum(layout.layer_sizes[1:])
     return {
-        "tile": BLAS_TILE if uses_blas else LOOP_TILE,
+        "tile": BLAS_TILE if uses_blas else loop_tile,
         "blas_min": BLAS_MIN_WEIGHTS,
         "min_samples_per_thread": max(1, MIN_WORK_PER_THREAD // per_sample),
         # without threads the only parallelism left is BLAS's own, on one block of big tiles
