@@ -90,22 +90,33 @@ def get_backend(name):
 def choose(layout, n_samples):
     """The backend name ``"auto"`` picks for a call on ``n_samples`` samples with ``layout``.
 
-    The compiled kernels win over numpy wherever they exist. Between them the rule is by the
-    call's work, ``n_samples * layout.n_params``:
+    The compiled kernels win over numpy wherever they exist, and ``cython`` won over ``numba`` at
+    every size measured, so the rule is an order of preference: ``cython``, then ``numba``, then
+    ``numpy``, whichever is available first. Medians of the bound objective, each backend alone
+    in its own process, on the case networks (2 shared cores, AVX-512, float64; numba as of
+    766db10, cython as of 9e211d8):
 
-    * up to ``1e6`` (the lab's networks on up to a few thousand samples; one thread), ``cython``:
-      it was 1.2-1.8x faster than ``numba`` on every such measurement (seed4layer and multiclass
-      at n = 50-1000, medium at n = 50), its per-call overhead being smaller;
-    * above it, ``numba``, then ``cython``: in the threaded regime the two were within noise of
-      each other on a shared 2-core machine (ratios 0.5-1.6 either way; see the cython issue's
-      closing note), and ``numba`` is the one every install has.
+    ==========  =======  ========  =========
+    case        n        cython    numba
+    ==========  =======  ========  =========
+    seed4layer  50       5.9 us    11.9 us
+    seed4layer  200      10.4 us   21.9 us
+    seed4layer  100 000  3.5 ms    4.2 ms
+    multiclass  400      16.7 us   30.4 us
+    multiclass  20 000   0.61 ms   0.89 ms
+    medium      50       32 us     50 us
+    medium      10 000   2.1 ms    3.1 ms
+    medium      50 000   11.0 ms   15.7 ms
+    large       200      2.8 ms    3.4 ms
+    large       2000     25.8 ms   23.9 ms (within the noise)
+    large       20 000   221 ms    594 ms
+    ==========  =======  ========  =========
 
-    Whichever is not available is skipped; ``numpy`` is the last resort.
+    ``n_samples`` and ``layout`` are kept in the signature for a size rule should the kernels
+    diverge again.
     """
     available = available_backends()
-    small = n_samples * layout.n_params <= 1_000_000
-    order = ("cython", "numba", "numpy") if small else ("numba", "cython", "numpy")
-    for name in order:
+    for name in ("cython", "numba", "numpy"):
         if name in available:
             return name
     raise RuntimeError("no backend is available")  # numpy always is; kept for clarity
