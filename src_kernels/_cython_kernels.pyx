@@ -74,6 +74,7 @@ cdef extern from "fb_simd.h" nogil:
     double fb_tanh(double x)
     double fb_logistic(double x)
     double fb_log1p_unit(double x)
+    double fb_log_ge1(double x)
 
 cdef extern from "fb_pool.h" nogil:
     ctypedef void (*fb_task_fn)(void *ctx, int block) noexcept nogil
@@ -626,11 +627,11 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
 
 
 def vector_math(str name, x):
-    """``name`` in {"exp", "tanh", "logistic", "log1p_unit"} applied elementwise with the
+    """``name`` in {"exp", "tanh", "logistic", "log1p_unit", "log_ge1"} applied elementwise with the
     kernel's own vectorizable functions (float64 in, float64 out): for tests."""
     cdef double[::1] v = np.ascontiguousarray(x, dtype=np.float64).copy()
     cdef idx i
-    cdef int code = {"exp": 0, "tanh": 1, "logistic": 2, "log1p_unit": 3}[name]
+    cdef int code = {"exp": 0, "tanh": 1, "logistic": 2, "log1p_unit": 3, "log_ge1": 4}[name]
     for i in range(v.shape[0]):
         if code == 0:
             v[i] = fb_exp(v[i])
@@ -638,6 +639,8 @@ def vector_math(str name, x):
             v[i] = fb_tanh(v[i])
         elif code == 2:
             v[i] = fb_logistic(v[i])
-        else:
+        elif code == 3:
             v[i] = fb_log1p_unit(v[i])
+        else:
+            v[i] = fb_log_ge1(v[i])
     return np.asarray(v)

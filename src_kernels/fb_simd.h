@@ -180,11 +180,22 @@ FB_INLINE fb_vd fb_vlog1p_unit(fb_vd e)
     return 2.0 * (f + f * (f2 * p));
 }
 
+/* log(x) for x >= 1 (the softmax's sum of exponentials): x = 2^e m, m in [1, 2), log x =
+ * e ln2 + log1p(m - 1), both terms >= 0 (no cancellation); e ln2 split as in fb_vexp */
+FB_INLINE fb_vd fb_vlog_ge1(fb_vd x)
+{
+    fb_vl b = (fb_vl)x;
+    fb_vd e = __builtin_convertvector((b >> 52) - 1023, fb_vd);
+    fb_vd m = (fb_vd)((b & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+    return e * FB_LN2_HI + (e * FB_LN2_LO + fb_vlog1p_unit(m - 1.0));
+}
+
 /* scalar entry points (tests): lane 0 of the vector functions */
 static inline double fb_exp(double x) { return fb_vexp(fb_bc(x))[0]; }
 static inline double fb_tanh(double x) { return fb_vtanh(fb_bc(x))[0]; }
 static inline double fb_logistic(double x) { return fb_vlogistic(fb_bc(x))[0]; }
 static inline double fb_log1p_unit(double x) { return fb_vlog1p_unit(fb_bc(x))[0]; }
+static inline double fb_log_ge1(double x) { return fb_vlog_ge1(fb_bc(x))[0]; }
 
 /* Hidden activation codes, as fastbp.layout.ACTIVATIONS orders them */
 enum { FB_IDENTITY = 0, FB_LOGISTIC = 1, FB_TANH = 2, FB_RELU = 3 };
@@ -338,6 +349,7 @@ FB_DISPATCH static double fb_output_tile_##SFX(int out, const T *A, fb_idx m, co
                 sum += fb_vexp(fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s)) - mx);                  \
             fb_st_d(u + s, mx);                                                                   \
             fb_st_d(v + s, sum);                                                                  \
+            fb_st_d(ls + s, fb_vlog_ge1(sum)); /* log v, vectorized; sum >= 1 */                  \
         }                                                                                         \
         for (fb_idx s = 0; s < ns; s++) {                                                         \
             double S = 0.0, ta = 0.0;                                                             \
@@ -346,7 +358,7 @@ FB_DISPATCH static double fb_output_tile_##SFX(int out, const T *A, fb_idx m, co
                 S += tk;                                                                          \
                 ta += tk * (double)A[k * ld + s];                                                 \
             }                                                                                     \
-            ls[s] = S * (u[s] + log(v[s])) - ta;                                                  \
+            ls[s] = S * (u[s] + ls[s]) - ta;                                                      \
             t[s] = S / v[s]; /* delta_k = S softmax(a)_k - t_k = exp(a_k - u) S / v - t_k */      \
         }                                                                                         \
         for (fb_idx s = ns; s < nsp; s++) t[s] = 0.0;                                             \

@@ -253,6 +253,9 @@ def test_vector_math_accuracy():
     e = np.linspace(0, 1, 10001)
     got = ck.vector_math("log1p_unit", e)
     assert (np.abs(got - np.log1p(e)) <= 8 * 2.2e-16 * np.log1p(e)).all()
+    v = np.concatenate([np.linspace(1, 3, 10001), np.geomspace(1, 1e300, 2001), [2.0**k for k in range(60)]])
+    got = ck.vector_math("log_ge1", v)  # log of the softmax's sum of exponentials
+    assert (np.abs(got - np.log(v)) <= 4 * 2.2e-16 * np.log(v)).all()
     edges = np.array([-1000.0, -746.0, -745.0, -720.0, -708.5, 709.7, 709.8, 1000.0])
     with np.errstate(over="ignore"):
         want = np.exp(edges)
