@@ -77,8 +77,8 @@ cdef extern from "fb_simd.h" nogil:
     double fb_log_ge1(double x)
 
 cdef extern from "fb_pool.h" nogil:
-    ctypedef void (*fb_task_fn)(void *ctx, int block) noexcept nogil
-    void fb_pool_run(int K, fb_task_fn fn, void *ctx)
+    ctypedef void (*fb_task_fn)(void *ctx, int block, int slot) noexcept nogil
+    void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
     int FB_HAVE_POOL
 
 cdef extern from *:
@@ -120,6 +120,7 @@ WIDE = bool(fb_wide_ok())
 
 cdef enum:
     MAX_LAYERS = 64  # deepest network the fixed-size plan holds
+    BLOCKS_PER_THREAD = 4  # a threaded call's samples are cut into up to this many blocks a thread
 
 
 cdef struct Plan:
@@ -312,23 +313,25 @@ cdef inline idx _round64(idx nbytes) noexcept nogil:
     return (nbytes + 63) // 64 * 64
 
 
-cdef idx _block_bytes(const Plan *p, int isz) noexcept nogil:
-    """Bytes of one block's scratch: tiles and deltas, output work, sgemm scratch, gradient."""
+cdef idx _thread_bytes(const Plan *p, int isz) noexcept nogil:
+    """Bytes of one thread's scratch: tiles and deltas, output work, sgemm scratch, DT, G."""
     return (_round64((p.zbuf_len + p.dbuf_len) * isz) + _round64(4 * p.ld * sizeof(double))
             + _round64(p.gtmp_len * sizeof(float)) + _round64(p.dt_len * isz)
-            + _round64(p.gacc_len * sizeof(double)) + _round64(p.n_params * sizeof(double)))
+            + _round64(p.gacc_len * sizeof(double)))
 
 
-cdef idx _arena_bytes(const Plan *p, int isz, int n_blocks) noexcept nogil:
-    """Bytes of a call's whole scratch: per-block losses, W in float32, then the blocks."""
+cdef idx _arena_bytes(const Plan *p, int isz, int n_threads, int n_blocks) noexcept nogil:
+    """Bytes of a call's whole scratch: per-block losses, W in float32, the threads' scratch,
+    then the gradient buffers of blocks 1 ... n_blocks - 1 (block 0 writes the result)."""
     return (_round64(n_blocks * sizeof(double)) + _round64(p.n_params * sizeof(float))
-            + n_blocks * _block_bytes(p, isz))
+            + n_threads * _thread_bytes(p, isz)
+            + (n_blocks - 1) * _round64(p.n_params * sizeof(double)))
 
 
 cdef double _block_task(const Plan *p, const floating *W, const floating *X, const floating *T,
                         const double *sw, idx s_begin, idx s_end, idx ts, double *g,
                         char *scratch) noexcept nogil:
-    """One thread's share on its own scratch (every lane it reads is written first)."""
+    """One block of samples on its thread's scratch (every lane it reads is written first)."""
     cdef floating *buf = <floating *>scratch
     cdef double *work = <double *>(scratch + _round64((p.zbuf_len + p.dbuf_len)
                                                       * sizeof(floating)))
@@ -346,44 +349,46 @@ cdef struct RunCtx:
     const void *X
     const void *T
     const double *sw
-    idx n, ts, n_tiles, bb, g_off
+    idx n, ts, n_tiles, tb, gstride
     int n_blocks
     double *grad
     double *losses
-    char *blocks
+    char *threads     # thread slot t's scratch at threads + t * tb
+    char *grads       # block b's gradient (b >= 1) at grads + (b - 1) * gstride
 
 
-cdef inline void _one_block(const RunCtx *c, int b, const floating *W, const floating *X,
-                            const floating *T) noexcept nogil:
+cdef inline void _one_block(const RunCtx *c, int b, int slot, const floating *W,
+                            const floating *X, const floating *T) noexcept nogil:
     """Block b of c: tiles [b n_tiles / B, (b + 1) n_tiles / B) (the split depends on n and B
-    only), into its own gradient buffer (block 0: the result's) and loss slot."""
+    only), into its own gradient buffer (block 0: the result's) and loss slot, on the scratch
+    of thread `slot`."""
     cdef idx ts = c.ts, P = c.p.n_params
-    cdef double *gb = c.grad if b == 0 else <double *>(c.blocks + b * c.bb + c.g_off)
+    cdef double *gb = c.grad if b == 0 else <double *>(c.grads + (b - 1) * c.gstride)
     if b > 0:
         memset(gb, 0, P * sizeof(double))
     c.losses[b] = _block_task(
         c.p, W, X, T, c.sw,
         min(c.n, (b * c.n_tiles // c.n_blocks) * ts),
         min(c.n, ((b + 1) * c.n_tiles // c.n_blocks) * ts),
-        ts, gb, c.blocks + b * c.bb)
+        ts, gb, c.threads + slot * c.tb)
 
 
-cdef void _task_d(void *ctx, int b) noexcept nogil:
+cdef void _task_d(void *ctx, int b, int slot) noexcept nogil:
     cdef const RunCtx *c = <const RunCtx *>ctx
-    _one_block(c, b, <const double *>c.W, <const double *>c.X, <const double *>c.T)
+    _one_block(c, b, slot, <const double *>c.W, <const double *>c.X, <const double *>c.T)
 
 
-cdef void _task_f(void *ctx, int b) noexcept nogil:
+cdef void _task_f(void *ctx, int b, int slot) noexcept nogil:
     cdef const RunCtx *c = <const RunCtx *>ctx
-    _one_block(c, b, <const float *>c.W, <const float *>c.X, <const float *>c.T)
+    _one_block(c, b, slot, <const float *>c.W, <const float *>c.X, <const float *>c.T)
 
 
 cdef void _run(const Plan *p, const floating *W, const floating *X, const floating *T,
-               const double *sw, idx n, int n_blocks, double *grad, double *loss,
-               char *arena) noexcept nogil:
+               const double *sw, idx n, int n_threads, int n_blocks, double *grad,
+               double *loss, char *arena) noexcept nogil:
     """Loss and unscaled gradient (into grad) over all n samples in n_blocks blocks, run by
-    the pool's threads (fb_pool.h) and reduced in block order: bit-identical for a given
-    number of blocks, whichever thread ran which block."""
+    n_threads threads of the pool (fb_pool.h) and reduced in block order: bit-identical for a
+    given number of blocks, whichever thread ran which block."""
     cdef RunCtx c
     cdef int b
     cdef idx k, P = p.n_params
@@ -395,7 +400,7 @@ cdef void _run(const Plan *p, const floating *W, const floating *X, const floati
     c.sw = sw
     c.n = n
     # tiles of ts <= ld samples, as many per block and as even as the plan's ld allows (n=400
-    # on 2 threads with ld=128: 4 tiles of 104, not 3 of 128 and one of 16); ts depends on n
+    # in 4 blocks with ld=128: 4 tiles of 104, not 3 of 128 and one of 16); ts depends on n
     # and n_blocks only, so the sums' order does too
     cdef idx per_block = (n + n_blocks - 1) // n_blocks
     cdef idx tiles_per_block = (per_block + p.ld - 1) // p.ld
@@ -403,20 +408,21 @@ cdef void _run(const Plan *p, const floating *W, const floating *X, const floati
     c.ts = min(p.ld, (c.ts + FB_LANES - 1) // FB_LANES * FB_LANES)
     c.n_tiles = (n + c.ts - 1) // c.ts
     c.n_blocks = n_blocks
-    c.bb = _block_bytes(p, sizeof(floating))
-    c.g_off = c.bb - _round64(P * sizeof(double))  # a block's gradient: its scratch's tail
+    c.tb = _thread_bytes(p, sizeof(floating))
+    c.gstride = _round64(P * sizeof(double))
     c.grad = grad
     c.losses = <double *>arena
-    c.blocks = arena + _round64(n_blocks * sizeof(double)) + _round64(P * sizeof(float))
+    c.threads = arena + _round64(n_blocks * sizeof(double)) + _round64(P * sizeof(float))
+    c.grads = c.threads + n_threads * c.tb
     memset(grad, 0, P * sizeof(double))
     if floating is double:
-        fb_pool_run(n_blocks, _task_d, &c)
+        fb_pool_run(n_blocks, n_threads, _task_d, &c)
     else:
-        fb_pool_run(n_blocks, _task_f, &c)
+        fb_pool_run(n_blocks, n_threads, _task_f, &c)
     loss[0] = c.losses[0]
     for b in range(1, n_blocks):
         loss[0] += c.losses[b]
-        gb = <double *>(c.blocks + b * c.bb + c.g_off)
+        gb = <double *>(c.grads + (b - 1) * c.gstride)
         for k in range(P):
             grad[k] += gb[k]
 
@@ -453,7 +459,7 @@ cdef class CythonKernel:
 
     def __call__(self, W, X, T, sample_weight, double scale, double l2):
         cdef idx n, k, P = self.plan.n_params, n_coef = self.plan.n_coef
-        cdef int n_blocks, typenum = cnp.NPY_FLOAT if self.float32 else cnp.NPY_DOUBLE
+        cdef int n_threads, n_blocks, typenum = cnp.NPY_FLOAT if self.float32 else cnp.NPY_DOUBLE
         cdef cnp.npy_intp dim = P
         cdef const double *w
         cdef const double *swp = NULL
@@ -482,16 +488,21 @@ cdef class CythonKernel:
         w = <const double *>cnp.PyArray_DATA(<cnp.ndarray>W)
         xp = cnp.PyArray_DATA(<cnp.ndarray>X)
         tp = cnp.PyArray_DATA(<cnp.ndarray>T)
-        n_blocks = self._n_blocks(n)
+        n_threads = self._n_blocks(n)
+        # more blocks than threads, claimed as threads come free: a thread slowed down by a
+        # competitor on its core runs fewer of them (the split depends on n and n_threads only)
+        n_blocks = n_threads if n_threads == 1 else <int>min(
+            BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld)
         grad = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
         g = <double *>cnp.PyArray_DATA(<cnp.ndarray>grad)
 
         own = fb_try_acquire(&self.arena_busy)
         if own and self.arena == NULL:
             self.arena = <char *>malloc(_arena_bytes(&self.plan, 4 if self.float32 else 8,
-                                                     self.n_threads))
+                                                     self.n_threads,
+                                                     BLOCKS_PER_THREAD * self.n_threads))
         arena = self.arena if own else <char *>malloc(
-            _arena_bytes(&self.plan, 4 if self.float32 else 8, n_blocks))
+            _arena_bytes(&self.plan, 4 if self.float32 else 8, n_threads, n_blocks))
         if arena == NULL:
             if own:
                 fb_release(&self.arena_busy)
@@ -502,10 +513,10 @@ cdef class CythonKernel:
                 for k in range(P):
                     Wf[k] = <float>w[k]  # W rounded to the compute dtype
                 _run(&self.plan, <const float *>Wf, <const float *>xp, <const float *>tp, swp, n,
-                     n_blocks, g, &loss, arena)
+                     n_threads, n_blocks, g, &loss, arena)
             else:
-                _run(&self.plan, w, <const double *>xp, <const double *>tp, swp, n, n_blocks, g,
-                     &loss, arena)
+                _run(&self.plan, w, <const double *>xp, <const double *>tp, swp, n, n_threads,
+                     n_blocks, g, &loss, arena)
             # grad = scale Σ s_n ∂ℓ_n/∂W + 2 λ W (coefficients only); loss likewise
             for k in range(P):
                 g[k] *= scale

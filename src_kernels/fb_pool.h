@@ -1,17 +1,22 @@
 /*
- * fb_pool.h: the kernel's threads. fb_pool_run(K, fn, ctx) runs fn(ctx, b) for every block
- * b < K and returns when all have run. Which thread runs a block does not matter to the result:
- * each block has its own scratch and gradient buffer, reduced in block order by the caller.
+ * fb_pool.h: the kernel's threads. fb_pool_run(K, T, fn, ctx) runs fn(ctx, b, slot) for every
+ * block b < K on up to T threads (slot < T names the thread: the caller is slot 0) and returns
+ * when all have run. Which thread runs a block does not matter to the result: each block has its
+ * own gradient buffer, reduced in block order by the caller; slot picks the thread's scratch.
+ * With more blocks than threads (K = 4 T), a thread slowed down by a competitor on its core
+ * (OpenBLAS's threads spinning after a numpy call, say) just runs fewer of them.
  *
  * Why not an OpenMP parallel region: its join waits for every thread of the team to arrive, so on
  * a busy machine a call of 20 us could wait a scheduler time slice (ms) for a second thread that
  * had not been given a core. Here the caller claims blocks itself and waits only for blocks
  * another thread has claimed (and is therefore running): a worker that does not come in time just
  * finds no block left. After a job a worker spins briefly (back-to-back calls, as an optimizer
- * makes, find it awake), then sleeps on a condition variable.
+ * makes, find it awake), then sleeps on a condition variable; spinning threads call sched_yield
+ * every few microseconds, so a thread that shares their core (the caller, on a machine whose
+ * other cores are taken) is not starved.
  *
- * Claims are made on one atomic word, generation (32 bits) | K (16) | next block (16), so a late
- * worker can never claim a block of a newer job by mistake. One job at a time: a call that finds
+ * Claims are made on one atomic word, generation (32 bits) | T (8) | K (12) | next block (12),
+ * so a late worker can never claim a block of a newer job by mistake. One job at a time: a call that finds
  * the pool busy (another Python thread's call) runs its blocks itself.
  *
  * POSIX threads; elsewhere an OpenMP loop when compiled with it, else serial.
@@ -21,14 +26,16 @@
 
 #include <stdint.h>
 
-typedef void (*fb_task_fn)(void *ctx, int block);
+typedef void (*fb_task_fn)(void *ctx, int block, int slot);
 
-#define FB_POOL_MAX_WORKERS 255
+#define FB_POOL_MAX_WORKERS 254
+#define FB_POOL_MAX_BLOCKS 4095
 #define FB_POOL_SPIN_NS 500000 /* a worker spins this long after its last job, then sleeps */
 
 #if (defined(__unix__) || defined(__APPLE__)) && defined(__GNUC__)
 #define FB_HAVE_POOL 1
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -40,7 +47,7 @@ typedef void (*fb_task_fn)(void *ctx, int block);
 static pthread_mutex_t fb_pool_job = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
 static pthread_mutex_t fb_pool_mu = PTHREAD_MUTEX_INITIALIZER;  /* for the sleepers */
 static pthread_cond_t fb_pool_cv = PTHREAD_COND_INITIALIZER;
-static uint64_t fb_pool_state;      /* gen << 32 | K << 16 | next */
+static uint64_t fb_pool_state;      /* gen << 32 | T << 24 | K << 12 | next */
 static int fb_pool_done;            /* blocks of the current job finished */
 static int fb_pool_sleepers;        /* workers waiting on fb_pool_cv */
 static int fb_pool_workers;         /* workers started (in this process) */
@@ -55,18 +62,19 @@ static int64_t fb_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* claim and run blocks of generation gen until none is left */
-static void fb_pool_claim(uint32_t gen)
+/* as thread `slot`, claim and run blocks of generation gen until none is left */
+static void fb_pool_claim(uint32_t gen, int slot)
 {
     uint64_t st = __atomic_load_n(&fb_pool_state, __ATOMIC_ACQUIRE);
     for (;;) {
         if ((uint32_t)(st >> 32) != gen) return;
-        uint32_t K = (uint32_t)(st >> 16) & 0xffff, next = (uint32_t)st & 0xffff;
-        if (next >= K) return;
+        uint32_t T = (uint32_t)(st >> 24) & 0xff, K = (uint32_t)(st >> 12) & 0xfff;
+        uint32_t next = (uint32_t)st & 0xfff;
+        if (next >= K || (uint32_t)slot >= T) return;
         if (__atomic_compare_exchange_n(&fb_pool_state, &st, st + 1, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
             /* the job cannot end while this block is unfinished: fn and ctx are its own */
-            fb_pool_fn(fb_pool_ctx, (int)next);
+            fb_pool_fn(fb_pool_ctx, (int)next, slot);
             __atomic_add_fetch(&fb_pool_done, 1, __ATOMIC_RELEASE);
             st = __atomic_load_n(&fb_pool_state, __ATOMIC_ACQUIRE);
         }
@@ -75,17 +83,18 @@ static void fb_pool_claim(uint32_t gen)
 
 static void *fb_pool_worker(void *arg)
 {
-    (void)arg;
+    int slot = (int)(intptr_t)arg;
     /* a job published while this thread was starting is still claimable (claims check gen) */
     uint32_t seen = (uint32_t)(__atomic_load_n(&fb_pool_state, __ATOMIC_ACQUIRE) >> 32);
-    fb_pool_claim(seen);
+    fb_pool_claim(seen, slot);
     for (;;) {
         int64_t since = fb_now_ns();
         unsigned spins = 0;
         uint32_t gen;
         while ((gen = (uint32_t)(__atomic_load_n(&fb_pool_state, __ATOMIC_SEQ_CST) >> 32)) == seen) {
             FB_RELAX();
-            if ((++spins & 255) == 0 && fb_now_ns() - since > FB_POOL_SPIN_NS) {
+            if ((++spins & 63) == 0) sched_yield(); /* a thread sharing this core runs first */
+            if ((spins & 255) == 0 && fb_now_ns() - since > FB_POOL_SPIN_NS) {
                 pthread_mutex_lock(&fb_pool_mu);
                 __atomic_add_fetch(&fb_pool_sleepers, 1, __ATOMIC_SEQ_CST);
                 while ((uint32_t)(__atomic_load_n(&fb_pool_state, __ATOMIC_SEQ_CST) >> 32) == seen)
@@ -95,7 +104,7 @@ static void *fb_pool_worker(void *arg)
             }
         }
         seen = gen;
-        fb_pool_claim(gen);
+        fb_pool_claim(gen, slot);
     }
     return NULL;
 }
@@ -109,22 +118,23 @@ static void fb_pool_child_after_fork(void)
     pthread_cond_init(&fb_pool_cv, NULL);
 }
 
-static void fb_pool_run(int K, fb_task_fn fn, void *ctx)
+static void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
 {
-    if (K <= 1 || K > 0xffff || pthread_mutex_trylock(&fb_pool_job) != 0) {
-        for (int b = 0; b < K; b++) fn(ctx, b);
+    if (T > FB_POOL_MAX_WORKERS + 1) T = FB_POOL_MAX_WORKERS + 1;
+    if (K <= 1 || T <= 1 || K > FB_POOL_MAX_BLOCKS || pthread_mutex_trylock(&fb_pool_job) != 0) {
+        for (int b = 0; b < K; b++) fn(ctx, b, 0);
         return;
     }
     if (!fb_pool_atfork_set) {
         pthread_atfork(NULL, NULL, fb_pool_child_after_fork);
         fb_pool_atfork_set = 1;
     }
-    while (fb_pool_workers < K - 1 && fb_pool_workers < FB_POOL_MAX_WORKERS) {
+    while (fb_pool_workers < T - 1) {
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &attr, fb_pool_worker, NULL);
+        int rc = pthread_create(&t, &attr, fb_pool_worker, (void *)(intptr_t)(fb_pool_workers + 1));
         pthread_attr_destroy(&attr);
         if (rc != 0) break; /* fewer workers: the caller runs what they do not claim */
         fb_pool_workers++;
@@ -133,26 +143,41 @@ static void fb_pool_run(int K, fb_task_fn fn, void *ctx)
     fb_pool_ctx = ctx;
     __atomic_store_n(&fb_pool_done, 0, __ATOMIC_RELAXED);
     uint32_t gen = (uint32_t)(__atomic_load_n(&fb_pool_state, __ATOMIC_RELAXED) >> 32) + 1;
-    __atomic_store_n(&fb_pool_state, ((uint64_t)gen << 32) | ((uint64_t)K << 16), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fb_pool_state, ((uint64_t)gen << 32) | ((uint64_t)T << 24) | ((uint64_t)K << 12),
+                     __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&fb_pool_sleepers, __ATOMIC_SEQ_CST) > 0) {
         pthread_mutex_lock(&fb_pool_mu);
         pthread_cond_broadcast(&fb_pool_cv);
         pthread_mutex_unlock(&fb_pool_mu);
     }
-    fb_pool_claim(gen);
-    /* every block is claimed; wait for the ones other threads are running */
-    while (__atomic_load_n(&fb_pool_done, __ATOMIC_ACQUIRE) < K) FB_RELAX();
+    fb_pool_claim(gen, 0);
+    /* every block is claimed; wait for the ones other threads are running (yielding, in case
+     * one of them waits for this core) */
+    for (unsigned spins = 1; __atomic_load_n(&fb_pool_done, __ATOMIC_ACQUIRE) < K; spins++) {
+        FB_RELAX();
+        if ((spins & 63) == 0) sched_yield();
+    }
     pthread_mutex_unlock(&fb_pool_job);
 }
 
 #else /* no POSIX threads: an OpenMP loop if compiled with it, else serial */
 #define FB_HAVE_POOL 0
-static void fb_pool_run(int K, fb_task_fn fn, void *ctx)
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+static void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(K)
+#pragma omp parallel num_threads(T)
+    {
+        int slot = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < K; b++) fn(ctx, b, slot);
+    }
+#else
+    (void)T;
+    for (int b = 0; b < K; b++) fn(ctx, b, 0);
 #endif
-    for (int b = 0; b < K; b++) fn(ctx, b);
 }
 #endif
 
