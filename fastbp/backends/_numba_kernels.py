@@ -65,8 +65,8 @@ def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_co
     zoff = np.concatenate(([0], np.cumsum(stored) * tile)).astype(np.int64)[:n1]
     m = int(sizes[-1])
     ob = min(tile, OUT_BLOCK) if rows else tile
-    # float64 scratch of the output layer: e^a of the (m, ob) sub-tile and four per-sample vectors
-    wsize = m * ob + 4 * ob
+    # float64 scratch of the output layer: e^a of the (m, ob) sub-tile and six per-sample vectors
+    wsize = m * ob + 6 * ob
     gsize = max([int(a * b) for a, b, f in zip(sizes[:-1], sizes[1:], blas) if f], default=0)
     # compute dtype scratch: z and δ of every stored layer, a BLAS gradient product, and (sample
     # major) the output sub-tile transposed to unit-major, a and δ
@@ -412,7 +412,16 @@ def _add_f64(G, tmp):
 
 
 # ----------------------------------------------------------------------------------- output layer
-@njit(**_JIT)
+@njit(**_FAST)
+def _sum(v):
+    """Σ v in float64 (a fixed-order vectorized reduction: the compiled order does not vary)."""
+    acc = 0.0
+    for q in range(v.shape[0]):
+        acc += v[q]
+    return acc
+
+
+@njit(**_MATH)
 def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     """Loss Σ_s s_n ℓ_n of the tile (float64) and δ = s_n ∂ℓ/∂a into ``Dp``.
 
@@ -420,71 +429,93 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     ``ts`` columns are samples and the rest padding (its δ is set to 0); ``T``: the whole (n, m)
     target array, the tile's rows starting at ``t0``; ``sw``: sample weights or an empty array.
     Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax.
+
+    Every loop runs over the tile's samples without a loop-carried sum (the per-sample losses go
+    to scratch, summed at the end), so each vectorizes with the scalar exp and log inlined.
     """
     m, tsp = Ap.shape
     for k in range(m):
         for s in range(ts, tsp):
             Dp[k, s] = 0
-    A = Ap[:, :ts]
-    D = Dp[:, :ts]
     mts = m * ts
     has_sw = sw.shape[0] > 0
     e = ws[:mts]
     base = mts
     w = ws[base : base + ts]  # per-sample weights of the tile
-    for s in range(ts):
-        w[s] = sw[t0 + s] if has_sw else 1.0
-    loss = 0.0
+    lv = ws[base + ts : base + 2 * ts]  # per-sample weighted losses
+    if has_sw:
+        for s in range(ts):
+            w[s] = sw[t0 + s]
+    else:
+        for s in range(ts):
+            w[s] = 1.0
+    # rows as 1-D contiguous arrays: unit-stride loops, which vectorize
     if code == 1:
         # ℓ = softplus(a) − t a, softplus(a) = max(a, 0) + log1p(e^−|a|); δ = σ(a) − t
+        for s in range(ts):
+            lv[s] = 0.0
         for k in range(m):
+            A = Ap[k]
+            D = Dp[k]
             for s in range(ts):
-                a = np.float64(A[k, s])
+                a = np.float64(A[s])
                 t = np.float64(T[t0 + s, k])
                 ea = exp1(-abs(a))
                 p = (1.0 if a >= 0 else ea) / (1.0 + ea)
-                D[k, s] = w[s] * (p - t)
-                loss += w[s] * ((max(a, 0.0) + log1p_unit(ea)) - t * a)
+                D[s] = w[s] * (p - t)
+                lv[s] += w[s] * ((max(a, 0.0) + log1p_unit(ea)) - t * a)
     elif code == 2:
         # ℓ = Σ_k t_k · lse(a) − Σ_k t_k a_k, lse(a) = max a + log Σ_k e^(a_k − max a);
         # δ_k = Σ_j t_j · softmax(a)_k − t_k
-        amax = ws[base + ts : base + 2 * ts]
-        sum_e = ws[base + 2 * ts : base + 3 * ts]
-        lse = ws[base + 3 * ts : base + 4 * ts]
+        amax = ws[base + 2 * ts : base + 3 * ts]
+        sum_e = ws[base + 3 * ts : base + 4 * ts]
+        tsum = ws[base + 4 * ts : base + 5 * ts]
+        ta = ws[base + 5 * ts : base + 6 * ts]
+        A = Ap[0]
         for s in range(ts):
-            amax[s] = A[0, s]
+            amax[s] = A[s]
         for k in range(1, m):
+            A = Ap[k]
             for s in range(ts):
-                amax[s] = max(amax[s], np.float64(A[k, s]))
+                amax[s] = max(amax[s], np.float64(A[s]))
+        for s in range(ts):
+            sum_e[s] = 0.0
+            tsum[s] = 0.0
+            ta[s] = 0.0
         for k in range(m):
+            A = Ap[k]
+            ek = e[k * ts : (k + 1) * ts]
             for s in range(ts):
-                e[k * ts + s] = exp1(np.float64(A[k, s]) - amax[s])
-        for s in range(ts):
-            sum_e[s] = e[s]
-        for k in range(1, m):
+                x = exp1(np.float64(A[s]) - amax[s])
+                ek[s] = x
+                sum_e[s] += x
             for s in range(ts):
-                sum_e[s] += e[k * ts + s]
-        for s in range(ts):
-            lse[s] = log1(sum_e[s])
-        for s in range(ts):
-            tsum = 0.0
-            ta = 0.0
-            for k in range(m):
                 t = np.float64(T[t0 + s, k])
-                tsum += t
-                ta += t * np.float64(A[k, s])
-            loss += w[s] * (tsum * (amax[s] + lse[s]) - ta)
-            scale = tsum / sum_e[s]
-            for k in range(m):
-                D[k, s] = w[s] * (scale * e[k * ts + s] - np.float64(T[t0 + s, k]))
+                tsum[s] += t
+                ta[s] += t * np.float64(A[s])
+        for s in range(ts):
+            lv[s] = log1(sum_e[s])
+        for s in range(ts):
+            lv[s] = w[s] * (tsum[s] * (amax[s] + lv[s]) - ta[s])
+        for s in range(ts):
+            amax[s] = w[s] * tsum[s] / sum_e[s]  # amax is no longer needed: the δ scale
+        for k in range(m):
+            D = Dp[k]
+            ek = e[k * ts : (k + 1) * ts]
+            for s in range(ts):
+                D[s] = amax[s] * ek[s] - w[s] * np.float64(T[t0 + s, k])
     else:
         # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
+        for s in range(ts):
+            lv[s] = 0.0
         for k in range(m):
+            A = Ap[k]
+            D = Dp[k]
             for s in range(ts):
-                r = np.float64(A[k, s]) - np.float64(T[t0 + s, k])
-                D[k, s] = w[s] * r
-                loss += w[s] * (0.5 * r * r)
-    return loss
+                r = np.float64(A[s]) - np.float64(T[t0 + s, k])
+                D[s] = w[s] * r
+                lv[s] += w[s] * (0.5 * r * r)
+    return _sum(lv)
 
 
 # ------------------------------------------------------------------------------------ one block

@@ -24,9 +24,12 @@ from . import _numba_kernels as K
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
 BLAS_MIN_COEFS = 128 * 128
 #: Least work (≈ multiply-adds: coefficients + 4 per hidden unit, per sample) worth a thread of
-#: its own. Below it a thread costs more than it saves, and on a loaded machine a parallel region
-#: can wait milliseconds for a descheduled worker.
-WORK_PER_CHUNK = 2_000_000
+#: its own, and least samples a block. Numba's OpenMP layer forks and joins two threads in a few
+#: microseconds: seed4layer (n=200) ran 19.9 -> 14.0 us and multiclass (n=400) 29.6 -> 17.8 us on
+#: two blocks, and still won with a CPU hog on one of the two cores (14.0 us, p90 14.7); the
+#: break-even was near n=60 for seed4layer (~30k) and n=20 for medium (~120k, 10 samples a block).
+WORK_PER_CHUNK = 20_000
+MIN_CHUNK_SAMPLES = 32
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
 TILE_MIN, TILE_MAX = 16, 256
 _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 KiB of z and δ)
@@ -101,7 +104,8 @@ class NumbaKernel:
 
     def n_chunks(self, n_samples):
         """Blocks the samples are split into: a function of n_samples, the layout, n_threads."""
-        return max(1, min(self._max_chunks, n_samples * self._work_per_sample // WORK_PER_CHUNK))
+        by_work = n_samples * self._work_per_sample // WORK_PER_CHUNK
+        return max(1, min(self._max_chunks, by_work, n_samples // MIN_CHUNK_SAMPLES))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         n_chunks = self.n_chunks(X.shape[0])
