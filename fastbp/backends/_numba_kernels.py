@@ -310,7 +310,8 @@ def mm_acc(Mt, Zin, Aout):
     """Aout[j, :] += Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (the inner loop is over samples).
 
     Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
-    Blocks of four (then two) output rows by four input rows share their loads.
+    Blocks of four (then two, one) output rows by four (then two) input rows share their loads, so
+    each output row is loaded and stored once per four inputs.
     """
     n_out, n_in = Mt.shape
     ts = Zin.shape[1]
@@ -331,6 +332,17 @@ def mm_acc(Mt, Zin, Aout):
                 r2[s] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
                 r3[s] += (e0 * x0 + e1 * x1) + (e2 * x2 + e3 * x3)
             i += 4
+        if i + 2 <= n_in:
+            a0, a1, b0, b1 = Mt[j, i], Mt[j, i + 1], Mt[j + 1, i], Mt[j + 1, i + 1]
+            c0, c1, e0, e1 = Mt[j + 2, i], Mt[j + 2, i + 1], Mt[j + 3, i], Mt[j + 3, i + 1]
+            z0, z1 = Zin[i], Zin[i + 1]
+            for s in range(ts):
+                x0, x1 = z0[s], z1[s]
+                r0[s] += a0 * x0 + a1 * x1
+                r1[s] += b0 * x0 + b1 * x1
+                r2[s] += c0 * x0 + c1 * x1
+                r3[s] += e0 * x0 + e1 * x1
+            i += 2
         while i < n_in:
             a0, b0, c0, e0, z0 = Mt[j, i], Mt[j + 1, i], Mt[j + 2, i], Mt[j + 3, i], Zin[i]
             for s in range(ts):
@@ -362,10 +374,18 @@ def mm_acc(Mt, Zin, Aout):
         j += 2
     if j < n_out:
         r0 = Aout[j]
-        for i in range(n_in):
+        i = 0
+        while i + 4 <= n_in:
+            a0, a1, a2, a3 = Mt[j, i], Mt[j, i + 1], Mt[j, i + 2], Mt[j, i + 3]
+            z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
+            for s in range(ts):
+                r0[s] += (a0 * z0[s] + a1 * z1[s]) + (a2 * z2[s] + a3 * z3[s])
+            i += 4
+        while i < n_in:
             a0, z0 = Mt[j, i], Zin[i]
             for s in range(ts):
                 r0[s] += a0 * z0[s]
+            i += 1
 
 
 @njit(**_FAST)
