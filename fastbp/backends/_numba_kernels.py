@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, models, register_model
 
 # njit options: cached to disk; no fast-math where the exact IEEE rounding is relied on (the
 # round-to-integer shifter in _exp_parts would be optimized away by reassociation).
@@ -151,6 +151,93 @@ def _unmanaged(typingctx, arr):
         return dst._getvalue()
 
     return arr(arr), codegen
+
+
+# ------------------------------------------------------------------ explicit 8-lane vectors
+class Vec8(types.Type):
+    """Eight lanes of a float dtype as one LLVM vector value: a register the tile products keep
+    their sums in (LLVM's vectorizer would keep them in memory, behind run-time alias checks)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec8({dtype})")
+
+
+@register_model(Vec8)
+class _Vec8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), 8))
+
+
+def _vptr(context, builder, aty, arr, k):
+    """Pointer to element k of array ``arr`` (type ``aty``) as a pointer to eight lanes."""
+    a = context.make_array(aty)(context, builder, arr)
+    ptr = builder.gep(a.data, [k])
+    return builder.bitcast(ptr, ir.VectorType(context.get_value_type(aty.dtype), 8).as_pointer())
+
+
+def _splat(builder, x):
+    """The LLVM vector holding scalar ``x`` in all eight lanes."""
+    vty = ir.VectorType(x.type, 8)
+    undef = ir.Constant(vty, ir.Undefined)
+    v = builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+
+
+@intrinsic
+def vld(typingctx, a, k):
+    """Lanes ``a.flat[k : k + 8]`` of a C-contiguous array (unaligned load)."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = context.cast(builder, args[1], sig.args[1], types.intp)
+        return builder.load(_vptr(context, builder, sig.args[0], args[0], k), align=sig.args[0].dtype.bitwidth // 8)
+
+    return Vec8(a.dtype)(a, k), codegen
+
+
+@intrinsic
+def vst(typingctx, a, k, v):
+    """``a.flat[k : k + 8] = v``."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(v, Vec8)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = context.cast(builder, args[1], sig.args[1], types.intp)
+        builder.store(args[2], _vptr(context, builder, sig.args[0], args[0], k), align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(a, k, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """``x`` in all eight lanes."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, args[0])
+
+    return Vec8(x)(x), codegen
+
+
+@intrinsic
+def vfma(typingctx, z, m, acc):
+    """``acc + z * m`` lane by lane with one rounding (FMA); ``m`` a scalar, cast to the lanes' dtype."""
+    if not (isinstance(z, Vec8) and isinstance(acc, Vec8) and isinstance(m, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        m = context.cast(builder, args[1], sig.args[1], sig.args[0].dtype)
+        v = _splat(builder, m)
+        name = "llvm.fma.v8f64" if isinstance(vty.element, ir.DoubleType) else "llvm.fma.v8f32"
+        fn = builder.module.declare_intrinsic(name, (), ir.FunctionType(vty, [vty, vty, vty]))
+        return builder.call(fn, [args[0], v, args[2]])
+
+    return acc(z, m, acc), codegen
 
 
 @njit(**_MATH)
@@ -305,87 +392,75 @@ def activation_derivative(code, z, d):
 
 
 # --------------------------------------------------------------------------- small tile products
-@njit(**_FAST)
-def mm_acc(Mt, Zin, Aout):
-    """Aout[j, :] += Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (the inner loop is over samples).
+@njit(**_JIT)
+def mm_tile(Mt, bias, Zin, Aout):
+    """Aout[j, :] = bias[j] + Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (``bias`` empty: no bias).
 
-    Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
-    Blocks of four (then two, one) output rows by four (then two) input rows share their loads, so
-    each output row is loaded and stored once per four inputs.
+    Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i + b_j. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
+    Register blocks of four outputs by sixteen samples (eight vectors) accumulate over every input
+    and are stored once
+    the tile width must be a multiple of 16 (``PAD``). The sum runs from
+    the bias through inputs 0, 1, ... in FMA steps, the same order for every block.
     """
     n_out, n_in = Mt.shape
     ts = Zin.shape[1]
+    has_bias = bias.shape[0] > 0
     j = 0
     while j + 4 <= n_out:
-        r0, r1, r2, r3 = Aout[j], Aout[j + 1], Aout[j + 2], Aout[j + 3]
-        i = 0
-        while i + 4 <= n_in:
-            a0, a1, a2, a3 = Mt[j, i], Mt[j, i + 1], Mt[j, i + 2], Mt[j, i + 3]
-            b0, b1, b2, b3 = Mt[j + 1, i], Mt[j + 1, i + 1], Mt[j + 1, i + 2], Mt[j + 1, i + 3]
-            c0, c1, c2, c3 = Mt[j + 2, i], Mt[j + 2, i + 1], Mt[j + 2, i + 2], Mt[j + 2, i + 3]
-            e0, e1, e2, e3 = Mt[j + 3, i], Mt[j + 3, i + 1], Mt[j + 3, i + 2], Mt[j + 3, i + 3]
-            z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
-            for s in range(ts):
-                x0, x1, x2, x3 = z0[s], z1[s], z2[s], z3[s]
-                r0[s] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                r1[s] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
-                r2[s] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
-                r3[s] += (e0 * x0 + e1 * x1) + (e2 * x2 + e3 * x3)
-            i += 4
-        if i + 2 <= n_in:
-            a0, a1, b0, b1 = Mt[j, i], Mt[j, i + 1], Mt[j + 1, i], Mt[j + 1, i + 1]
-            c0, c1, e0, e1 = Mt[j + 2, i], Mt[j + 2, i + 1], Mt[j + 3, i], Mt[j + 3, i + 1]
-            z0, z1 = Zin[i], Zin[i + 1]
-            for s in range(ts):
-                x0, x1 = z0[s], z1[s]
-                r0[s] += a0 * x0 + a1 * x1
-                r1[s] += b0 * x0 + b1 * x1
-                r2[s] += c0 * x0 + c1 * x1
-                r3[s] += e0 * x0 + e1 * x1
-            i += 2
-        while i < n_in:
-            a0, b0, c0, e0, z0 = Mt[j, i], Mt[j + 1, i], Mt[j + 2, i], Mt[j + 3, i], Zin[i]
-            for s in range(ts):
-                r0[s] += a0 * z0[s]
-                r1[s] += b0 * z0[s]
-                r2[s] += c0 * z0[s]
-                r3[s] += e0 * z0[s]
-            i += 1
+        zero = Mt[j, 0] - Mt[j, 0]
+        b0 = bias[j] if has_bias else zero
+        b1 = bias[j + 1] if has_bias else zero
+        b2 = bias[j + 2] if has_bias else zero
+        b3 = bias[j + 3] if has_bias else zero
+        for s in range(0, ts, 16):
+            a0 = vsplat(b0)
+            a1 = vsplat(b1)
+            a2 = vsplat(b2)
+            a3 = vsplat(b3)
+            c0 = a0
+            c1 = a1
+            c2 = a2
+            c3 = a3
+            for i in range(n_in):
+                k = i * ts + s
+                z = vld(Zin, k)
+                y = vld(Zin, k + 8)
+                m0 = Mt[j, i]
+                m1 = Mt[j + 1, i]
+                m2 = Mt[j + 2, i]
+                m3 = Mt[j + 3, i]
+                a0 = vfma(z, m0, a0)
+                c0 = vfma(y, m0, c0)
+                a1 = vfma(z, m1, a1)
+                c1 = vfma(y, m1, c1)
+                a2 = vfma(z, m2, a2)
+                c2 = vfma(y, m2, c2)
+                a3 = vfma(z, m3, a3)
+                c3 = vfma(y, m3, c3)
+            o = j * ts + s
+            vst(Aout, o, a0)
+            vst(Aout, o + 8, c0)
+            vst(Aout, o + ts, a1)
+            vst(Aout, o + ts + 8, c1)
+            vst(Aout, o + 2 * ts, a2)
+            vst(Aout, o + 2 * ts + 8, c2)
+            vst(Aout, o + 3 * ts, a3)
+            vst(Aout, o + 3 * ts + 8, c3)
         j += 4
-    while j + 2 <= n_out:
-        r0 = Aout[j]
-        r1 = Aout[j + 1]
-        i = 0
-        while i + 4 <= n_in:
-            a0, a1, a2, a3 = Mt[j, i], Mt[j, i + 1], Mt[j, i + 2], Mt[j, i + 3]
-            b0, b1, b2, b3 = Mt[j + 1, i], Mt[j + 1, i + 1], Mt[j + 1, i + 2], Mt[j + 1, i + 3]
-            z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
-            for s in range(ts):
-                x0, x1, x2, x3 = z0[s], z1[s], z2[s], z3[s]
-                r0[s] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                r1[s] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
-            i += 4
-        while i < n_in:
-            a0, b0, z0 = Mt[j, i], Mt[j + 1, i], Zin[i]
-            for s in range(ts):
-                r0[s] += a0 * z0[s]
-                r1[s] += b0 * z0[s]
-            i += 1
-        j += 2
-    if j < n_out:
-        r0 = Aout[j]
-        i = 0
-        while i + 4 <= n_in:
-            a0, a1, a2, a3 = Mt[j, i], Mt[j, i + 1], Mt[j, i + 2], Mt[j, i + 3]
-            z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
-            for s in range(ts):
-                r0[s] += (a0 * z0[s] + a1 * z1[s]) + (a2 * z2[s] + a3 * z3[s])
-            i += 4
-        while i < n_in:
-            a0, z0 = Mt[j, i], Zin[i]
-            for s in range(ts):
-                r0[s] += a0 * z0[s]
-            i += 1
+    while j < n_out:
+        b0 = bias[j] if has_bias else (Mt[j, 0] - Mt[j, 0])
+        for s in range(0, ts, 16):
+            a0 = vsplat(b0)
+            c0 = a0
+            for i in range(n_in):
+                k = i * ts + s
+                m0 = Mt[j, i]
+                a0 = vfma(vld(Zin, k), m0, a0)
+                c0 = vfma(vld(Zin, k + 8), m0, c0)
+            o = j * ts + s
+            vst(Aout, o, a0)
+            vst(Aout, o + 8, c0)
+        j += 1
 
 
 @njit(**_FAST)
@@ -794,11 +869,7 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                     for s in range(ts):
                         Aout[j, s] += bj
             else:
-                for j in range(n_out):
-                    bj = b[j]
-                    for s in range(ts):
-                        Aout[j, s] = bj
-                mm_acc(Wl.T, Zin, Aout)
+                mm_tile(Wl.T, b, Zin, Aout)
             if layer < L - 1:
                 activate(act, Aout.reshape(n_out * ts))
         # output: loss and δ^L = s_n (y − t)
@@ -835,8 +906,7 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 if meta[BL + layer]:
                     np.dot(Wl, Dout, Din)
                 else:
-                    Din[:, :] = 0
-                    mm_acc(Wl, Dout, Din)
+                    mm_tile(Wl, Wc[:0], Dout, Din)
                 activation_derivative(act, Zin.reshape(n_in * ts), Din.reshape(n_in * ts))
     g[n_params] += loss
 
@@ -876,8 +946,14 @@ def _epilogue(W, gbuf, n_chunks, meta, scale, l2):
 def run_serial(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_chunks):
     """Loss and gradient with the blocks run one after the other on the calling thread."""
     X, T, sw, meta, zd, ws, gbuf, Wc = (
-        _unmanaged(X), _unmanaged(T), _unmanaged(sw), _unmanaged(meta),
-        _unmanaged(zd), _unmanaged(ws), _unmanaged(gbuf), _unmanaged(Wc),
+        _unmanaged(X),
+        _unmanaged(T),
+        _unmanaged(sw),
+        _unmanaged(meta),
+        _unmanaged(zd),
+        _unmanaged(ws),
+        _unmanaged(gbuf),
+        _unmanaged(Wc),
     )
     n = X.shape[0]
     _prologue(W, Wc, n, n_chunks, gbuf)
@@ -890,8 +966,14 @@ def run_serial(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_chunks):
 def run_parallel(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_chunks):
     """Loss and gradient with block ``c`` on a thread of its own (scratch row ``c``)."""
     X, T, sw, meta, zd, ws, gbuf, Wc = (
-        _unmanaged(X), _unmanaged(T), _unmanaged(sw), _unmanaged(meta),
-        _unmanaged(zd), _unmanaged(ws), _unmanaged(gbuf), _unmanaged(Wc),
+        _unmanaged(X),
+        _unmanaged(T),
+        _unmanaged(sw),
+        _unmanaged(meta),
+        _unmanaged(zd),
+        _unmanaged(ws),
+        _unmanaged(gbuf),
+        _unmanaged(Wc),
     )
     n = X.shape[0]
     _prologue(W, Wc, n, n_chunks, gbuf)
