@@ -25,10 +25,12 @@ from . import _numba_kernels as K
 BLAS_MIN_COEFS = 128 * 128
 #: Least work (≈ multiply-adds: coefficients + 4 per hidden unit, per sample) worth a thread of
 #: its own, and least samples a block. Numba's OpenMP layer forks and joins two threads in a few
-#: microseconds: seed4layer (n=200) ran 19.9 -> 14.0 us and multiclass (n=400) 29.6 -> 17.8 us on
-#: two blocks, and still won with a CPU hog on one of the two cores (14.0 us, p90 14.7); the
-#: break-even was near n=60 for seed4layer (~30k) and n=20 for medium (~120k, 10 samples a block).
-WORK_PER_CHUNK = 20_000
+#: microseconds, and alone two blocks ran the lab's calls faster (seed4layer 18.7 -> 15.3 us,
+#: multiclass 25.9 -> 18.3 us at 20k). But inside an optimizer they lose badly: between calls
+#: the OpenMP workers spin while L-BFGS-B's own BLAS threads spin too, and a 200-iteration fit of
+#: seed4layer took 450 ms instead of 7 ms on 2 cores. The threaded driver also adds ~8 s to the
+#: cold-cache first call. So lab-sized calls stay on one thread; threads start at 2M per block.
+WORK_PER_CHUNK = 2_000_000
 MIN_CHUNK_SAMPLES = 32
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
 TILE_MIN, TILE_MAX = 16, 256
