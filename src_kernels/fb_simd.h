@@ -206,12 +206,36 @@ enum { FB_OUT_IDENTITY = 0, FB_OUT_LOGISTIC = 1, FB_OUT_SOFTMAX = 2 };
  * T the element type, VT its 8-lane vector, SFX the name suffix. */
 #define FB_DEFINE(T, VT, SFX)                                                                     \
                                                                                                   \
+/* Store 8 lanes of a product at Aout[off], finished in registers (the same arithmetic, so the   \
+ * same bits, as a separate pass over the stored tile): without Zd, z = sigma(a) (fb_activate);  \
+ * with Zd, delta = a sigma'(a) written from z = Zd[off] (fb_dactivate). FB_IDENTITY: a as is. */ \
+FB_INLINE void fb_fin_st_##SFX(int act, const T *Zd, T *Aout, fb_idx off, VT a)                   \
+{                                                                                                 \
+    if (act != FB_IDENTITY) {                                                                     \
+        if (Zd) {                                                                                 \
+            VT z = fb_ld_##SFX(Zd + off);                                                         \
+            if (act == FB_LOGISTIC)                                                               \
+                a *= z * ((T)1 - z);                                                              \
+            else if (act == FB_TANH)                                                              \
+                a *= (T)1 - z * z;                                                                \
+            else                                                                                  \
+                a = fb_narrow_##SFX(fb_sel(fb_wide_##SFX(z) > 0.0, fb_wide_##SFX(a), fb_bc(0.0)));\
+        } else if (act == FB_RELU) {                                                              \
+            a = fb_narrow_##SFX(fb_sel(fb_wide_##SFX(a) > 0.0, fb_wide_##SFX(a), fb_bc(0.0)));    \
+        } else {                                                                                  \
+            fb_vd x = fb_wide_##SFX(a);                                                           \
+            a = fb_narrow_##SFX(act == FB_LOGISTIC ? fb_vlogistic(x) : fb_vtanh(x));              \
+        }                                                                                         \
+    }                                                                                             \
+    fb_st_##SFX(Aout + off, a);                                                                   \
+}                                                                                                 \
+                                                                                                  \
 /* Aout[o, s] = bias[o] + sum_c M[o*so + c*si] Zin[c, s], o < n_out, s < nsp.                     \
  * Forward (a^{l+1} = W_l^T z^l + b_l): so = 1, si = n_out. Backward (W_l delta^{l+1}):           \
  * so = n_out, si = 1, bias NULL. Register blocked: 4 outputs x 8 lanes accumulate over c. */     \
 FB_DISPATCH static void fb_matmul_tile_##SFX(const T *M, fb_idx so, fb_idx si, const T *bias,     \
                                              const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out,    \
-                                             fb_idx nsp, fb_idx ld)                               \
+                                             fb_idx nsp, fb_idx ld, int act, const T *Zd)         \
 {                                                                                                 \
     fb_idx o = 0;                                                                                 \
     for (; o + 4 <= n_out; o += 4) {                                                              \
@@ -227,10 +251,10 @@ FB_DISPATCH static void fb_matmul_tile_##SFX(const T *M, fb_idx so, fb_idx si, c
                 a2 += m[2 * so] * z;                                                              \
                 a3 += m[3 * so] * z;                                                              \
             }                                                                                     \
-            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
-            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
-            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
-            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s, a1);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s, a2);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s, a3);                                 \
         }                                                                                         \
     }                                                                                             \
     for (; o < n_out; o++) {                                                                      \
@@ -239,7 +263,7 @@ FB_DISPATCH static void fb_matmul_tile_##SFX(const T *M, fb_idx so, fb_idx si, c
             VT a0 = (VT){0} + b0;                                                                 \
             const T *m = M + o * so;                                                              \
             for (fb_idx c = 0; c < n_in; c++, m += si) a0 += m[0] * fb_ld_##SFX(Zin + c * ld + s);\
-            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
@@ -582,7 +606,7 @@ FB_DEFINE_GACC(float, fb_vf, f)
 #define FB_DEFINE_MATMUL_WIDE(T, VT, SFX)                                                         \
 FB_V4 static void fb_matmul16_##SFX(const T *M, fb_idx so, fb_idx si, const T *bias,             \
                                     const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out,             \
-                                    fb_idx nsp, fb_idx ld)                                        \
+                                    fb_idx nsp, fb_idx ld, int act, const T *Zd)                  \
 {                                                                                                 \
     fb_idx o = 0;                                                                                 \
     for (; o + 4 <= n_out; o += 4) {                                                              \
@@ -601,14 +625,14 @@ FB_V4 static void fb_matmul16_##SFX(const T *M, fb_idx so, fb_idx si, const T *b
                 a2 += m2 * z; c2 += m2 * y;                                                       \
                 a3 += m3 * z; c3 += m3 * y;                                                       \
             }                                                                                     \
-            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
-            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
-            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
-            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
-            fb_st_##SFX(Aout + o * ld + s + FB_LANES, c0);                                        \
-            fb_st_##SFX(Aout + (o + 1) * ld + s + FB_LANES, c1);                                  \
-            fb_st_##SFX(Aout + (o + 2) * ld + s + FB_LANES, c2);                                  \
-            fb_st_##SFX(Aout + (o + 3) * ld + s + FB_LANES, c3);                                  \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s, a1);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s, a2);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s, a3);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s + FB_LANES, c0);                            \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s + FB_LANES, c1);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s + FB_LANES, c2);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s + FB_LANES, c3);                      \
         }                                                                                         \
         for (; s < nsp; s += FB_LANES) {                                                          \
             VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
@@ -620,23 +644,24 @@ FB_V4 static void fb_matmul16_##SFX(const T *M, fb_idx so, fb_idx si, const T *b
                 a2 += m[2 * so] * z;                                                              \
                 a3 += m[3 * so] * z;                                                              \
             }                                                                                     \
-            fb_st_##SFX(Aout + o * ld + s, a0);                                                   \
-            fb_st_##SFX(Aout + (o + 1) * ld + s, a1);                                             \
-            fb_st_##SFX(Aout + (o + 2) * ld + s, a2);                                             \
-            fb_st_##SFX(Aout + (o + 3) * ld + s, a3);                                             \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s, a1);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s, a2);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s, a3);                                 \
         }                                                                                         \
     }                                                                                             \
     if (o < n_out)                                                                                \
         fb_matmul_tile_##SFX(M + o * so, so, si, bias ? bias + o : bias, Zin, n_in,               \
-                             Aout + o * ld, n_out - o, nsp, ld);                                  \
+                             Aout + o * ld, n_out - o, nsp, ld, act, Zd ? Zd + o * ld : Zd);      \
 }                                                                                                 \
                                                                                                   \
 static void fb_matmul_##SFX(int wide, const T *M, fb_idx so, fb_idx si, const T *bias,           \
                             const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out, fb_idx nsp,         \
-                            fb_idx ld)                                                            \
+                            fb_idx ld, int act, const T *Zd)                                      \
 {                                                                                                 \
-    if (FB_WIDE && wide) fb_matmul16_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld);     \
-    else fb_matmul_tile_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld);                  \
+    if (FB_WIDE && wide)                                                                          \
+        fb_matmul16_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld, act, Zd);             \
+    else fb_matmul_tile_##SFX(M, so, si, bias, Zin, n_in, Aout, n_out, nsp, ld, act, Zd);         \
 }
 
 FB_DEFINE_MATMUL_WIDE(double, fb_vd, d)
