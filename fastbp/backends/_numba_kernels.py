@@ -321,34 +321,6 @@ def log1(x):
     return k * _LN2_HI + (k * _LN2_LO + _log_series((mant - 1.0) / (mant + 1.0)))
 
 
-@njit(**_JIT)
-def vexp(x, out):
-    """out = e^x elementwise (float64 1-D arrays of equal length)."""
-    for q in range(x.shape[0]):
-        out[q] = exp1(x[q])
-
-
-@njit(**_JIT)
-def vexpm1(x, out):
-    """out = e^x − 1 elementwise, accurate near 0."""
-    for q in range(x.shape[0]):
-        out[q] = expm1_1(x[q])
-
-
-@njit(**_JIT)
-def vlog1p_unit(e, out):
-    """out = log(1 + e) for e in [0, 1]."""
-    for q in range(e.shape[0]):
-        out[q] = log1p_unit(e[q])
-
-
-@njit(**_JIT)
-def vlog(x, out):
-    """out = log(x) for positive normal float64 x."""
-    for q in range(x.shape[0]):
-        out[q] = log1(x[q])
-
-
 # ------------------------------------------------------------------------- hidden activations
 @njit(**_JIT)
 def activate(code, a):
