@@ -89,7 +89,9 @@ class NumpyKernel:
 
     def forward_pass(self, W, X):
         """Every layer's z (the last entry is the output pre-activation a^L)."""
-        coefs, intercepts = self.layout.unpack(W.astype(self.layout.dtype, copy=False))
+        return self._forward(*self.layout.unpack(W.astype(self.layout.dtype, copy=False)), X)
+
+    def _forward(self, coefs, intercepts, X):
         zs = [X]
         last = len(coefs) - 1
         for i, (c, b) in enumerate(zip(coefs, intercepts)):
@@ -100,8 +102,8 @@ class NumpyKernel:
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         layout = self.layout
-        coefs, _ = layout.unpack(W.astype(layout.dtype, copy=False))
-        zs = self.forward_pass(W, X)
+        coefs, intercepts = layout.unpack(W.astype(layout.dtype, copy=False))
+        zs = self._forward(coefs, intercepts, X)
         loss_n, delta = output_loss_and_delta(layout.output, zs[-1], T)
         if sample_weight is None:
             data_loss = loss_n.sum()
