@@ -17,6 +17,7 @@ if "numba" not in fastbp.available_backends():  # pragma: no cover - numba insta
 from naive import naive_loss_and_grad  # noqa: E402
 
 from fastbp.backends import _numba_kernels as K  # noqa: E402
+from fastbp.backends import _numba_pool as P  # noqa: E402
 from fastbp.backends import numba_backend  # noqa: E402
 
 RTOL64 = 1e-12
@@ -157,7 +158,7 @@ def test_bit_identical_repeats_and_thread_counts():
     for n_threads in (1, 2, 3):
         net = fastbp.Network(sizes, "tanh", backend="numba", n_threads=n_threads, l2=1e-3)
         f = net.bind(X, y)
-        assert f._kernel.n_chunks(n) == n_threads  # the samples really are split n_threads ways
+        assert f._kernel.n_blocks(n) == (1 if n_threads == 1 else numba_backend.BLOCKS_PER_THREAD * n_threads)
         W = net.init_weights(0)
         first = f(W)
         for _ in range(3):
@@ -177,8 +178,9 @@ def test_threads_split_the_samples():
     """The split is a function of n and n_threads only, so the test above covers real splits."""
     layout = fastbp.Network([5, 33, 17, 1], "tanh").layout
     kernel = numba_backend.BACKEND.prepare(layout, 3)
-    assert kernel.n_chunks(10**6) == 3
-    assert kernel.n_chunks(1) == 1
+    assert kernel.n_blocks(10**6) == 3 * numba_backend.BLOCKS_PER_THREAD
+    assert kernel.n_blocks(1) == 1
+    assert numba_backend.BACKEND.prepare(layout, 1).n_blocks(10**6) == 1
 
 
 def test_large_preactivations_stay_finite():
@@ -225,13 +227,14 @@ def test_new_architecture_does_not_recompile():
 
     call([3, 4, 1])
     call([3, 4, 1], sw=np.ones(20))
-    before = len(K.run_serial.signatures)
+    before = len(P.run.signatures), len(P.run_block.signatures)
     for sizes in ([7, 1], [2, 30, 3, 5, 1], [9, 2, 2, 2, 2, 2, 1]):
         call(sizes)
         call(sizes, sw=rng.random(20))
-    assert len(K.run_serial.signatures) == before
+    assert (len(P.run.signatures), len(P.run_block.signatures)) == before
     call([3, 4, 1], dtype=np.float32)  # a new dtype is the only new specialization
-    assert len(K.run_serial.signatures) <= before + 1
+    assert len(P.run.signatures) <= before[0] + 1
+    assert len(P.run_block.signatures) <= before[1] + 1
 
 
 def test_concurrent_calls_are_correct():

@@ -5,33 +5,33 @@ products go to BLAS, and allocates every scratch buffer (sized per tile and per 
 sample). A call then copies nothing but ``W`` and runs one compiled function; the kernels are in
 :mod:`fastbp.backends._numba_kernels`.
 
-Threads: the samples are cut into ``n_chunks`` fixed blocks, ``n_chunks`` depending only on the
+Threads: the samples are cut into ``n_blocks`` fixed blocks, ``n_blocks`` depending only on the
 number of samples, the layout and ``n_threads``; each block sums into its own float64 buffer and
 the buffers are added in block order. The same inputs and ``n_threads`` therefore give
-bit-identical results, however many threads Numba actually runs. Networks with a BLAS layer run
-one block and let BLAS use the cores.
+bit-identical results, however many threads actually ran. The blocks run on the calling thread
+and the workers of :mod:`fastbp.backends._numba_pool` (why not ``prange``: see there). Networks
+with a BLAS layer run one block and let BLAS use the cores.
 """
 
 from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
 from . import _numba_kernels as K
+from . import _numba_pool as P
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
 BLAS_MIN_COEFS = 128 * 128
-#: Least work (≈ multiply-adds: coefficients + 4 per hidden unit, per sample) worth a thread of
-#: its own, and least samples a block. Numba's OpenMP layer forks and joins two threads in a few
-#: microseconds, and alone two blocks ran the lab's calls faster (seed4layer 18.7 -> 15.3 us,
-#: multiclass 25.9 -> 18.3 us at 20k). But inside an optimizer they lose badly: between calls
-#: the OpenMP workers spin while L-BFGS-B's own BLAS threads spin too, and a 200-iteration fit of
-#: seed4layer took 450 ms instead of 7 ms on 2 cores. The threaded driver also adds ~8 s to the
-#: cold-cache first call. So lab-sized calls stay on one thread; threads start at 2M per block.
-WORK_PER_CHUNK = 2_000_000
-MIN_CHUNK_SAMPLES = 32
+#: Least work (≈ multiply-adds: coefficients + 4 per hidden unit, per sample) of a call worth a
+#: second thread, least samples a block, and the work from which each thread gets
+#: ``BLOCKS_PER_THREAD`` blocks instead of one (a thread slowed by a competitor for its core then
+#: just runs fewer of them; below that, each extra block costs a tile's fixed overhead).
+MIN_PARALLEL_WORK = 40_000
+MIN_BLOCK_SAMPLES = 32
+MANY_BLOCKS_WORK = 2_000_000
+BLOCKS_PER_THREAD = 4
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
 TILE_MIN, TILE_MAX = 16, 256
 _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 KiB of z and δ)
@@ -42,6 +42,7 @@ _ROWS_BUDGET = 1 << 21
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
+_CTL_NONE = np.zeros(P.CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
 
 
 def _readonly(a):
@@ -65,7 +66,7 @@ class NumbaKernel:
 
     def __init__(self, layout, n_threads):
         self.layout = layout
-        self.n_threads = max(1, int(n_threads))
+        self.n_threads = max(1, min(int(n_threads), P.MAX_SLOTS))
         sizes = np.asarray(layout.layer_sizes, dtype=np.int64)
         blas = [int(a * b >= BLAS_MIN_COEFS) for a, b in layout.coef_shapes]
         self.uses_blas = any(blas)
@@ -90,49 +91,59 @@ class NumbaKernel:
             rows=self.uses_blas,
         )
         self.meta.setflags(write=False)
-        self._max_chunks = 1 if self.uses_blas else self.n_threads
+        self._max_blocks = 1 if self.uses_blas or self.n_threads == 1 else BLOCKS_PER_THREAD * self.n_threads
         self._work_per_sample = layout.n_coef + 4 * sum(layout.layer_sizes[1:-1])
         self._lock = threading.Lock()
         self._scratch = self._allocate()
+        self._n_blocks_of = {}
+        self._pool = P.get_pool(layout.dtype) if self._max_blocks > 1 else None
 
     def _allocate(self):
-        """Per-block scratch: z and δ tiles (+ BLAS gradient tile), float64 work, gradient rows."""
-        c, dt = self._max_chunks, self.layout.dtype
-        zd = np.zeros((c, self._csize), dtype=dt)
-        ws = np.zeros((c, self._wsize), dtype=np.float64)
-        gbuf = np.zeros((c, self.layout.n_params + 1), dtype=np.float64)
+        """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
+        gradient row; W in the compute dtype; the job table."""
+        t, dt = (1 if self.uses_blas else self.n_threads), self.layout.dtype
+        zd = np.zeros((t, self._csize), dtype=dt)
+        ws = np.zeros((t, self._wsize), dtype=np.float64)
+        gbuf = np.zeros((self._max_blocks, self.layout.n_params + 1), dtype=np.float64)
         wc = np.zeros(self.layout.n_params, dtype=dt)
-        return zd, ws, gbuf, wc
+        job = np.zeros(P.JOB_LEN, dtype=np.int64)
+        return zd, ws, gbuf, wc, job
 
-    def n_chunks(self, n_samples):
+    def n_blocks(self, n_samples):
         """Blocks the samples are split into: a function of n_samples, the layout, n_threads."""
-        by_work = n_samples * self._work_per_sample // WORK_PER_CHUNK
-        return max(1, min(self._max_chunks, by_work, n_samples // MIN_CHUNK_SAMPLES))
+        work = n_samples * self._work_per_sample
+        if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
+            return 1
+        per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
+        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, P.MAX_BLOCKS))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
-        n_chunks = self.n_chunks(X.shape[0])
-        X = _readonly(X)
-        T = _readonly(T)
+        n_blocks = self._n_blocks_of.get(X.shape[0])
+        if n_blocks is None:
+            n_blocks = self._n_blocks_of[X.shape[0]] = self.n_blocks(X.shape[0])
+        if X.flags.writeable:
+            X = _readonly(X)
+        if T.flags.writeable:
+            T = _readonly(T)
         sw = _EMPTY if sample_weight is None else _readonly(sample_weight)
         if not W.flags.writeable:
             W = W.copy()
         # Scratch is reused between calls; a concurrent call on the same kernel gets its own.
         locked = self._lock.acquire(blocking=False)
         try:
-            zd, ws, gbuf, wc = self._scratch if locked else self._allocate()
-            args = (W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2), n_chunks)
-            if n_chunks == 1:
-                loss, grad = K.run_serial(*args)
-            else:
-                threads = min(n_chunks, numba.config.NUMBA_NUM_THREADS)
-                previous = numba.get_num_threads()
-                if previous != threads:
-                    numba.set_num_threads(threads)
-                try:
-                    loss, grad = K.run_parallel(*args)
-                finally:
-                    if previous != threads:
-                        numba.set_num_threads(previous)
+            zd, ws, gbuf, wc, job = self._scratch if locked else self._allocate()
+            n_slots = min(self.n_threads, n_blocks)
+            pool = None
+            if n_slots > 1:
+                pool = self._pool
+                if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
+                    pool, n_slots = None, 1
+            try:
+                loss, grad = P.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
+                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job)
+            finally:
+                if pool is not None:
+                    pool.release()
         finally:
             if locked:
                 self._lock.release()
