@@ -135,6 +135,9 @@ def rescale_sample_weight(sw):
     return np.ldexp(sw, -exponent)
 
 
+_DOT_CHECK_MAX = 8192
+
+
 def check_weights(W, n_params):
     """W as a float64 C-contiguous (n_params,) array of finite numbers (no copy when it is one)."""
     if type(W) is not np.ndarray or W.dtype != np.float64 or not W.flags.c_contiguous:
@@ -149,8 +152,11 @@ def check_weights(W, n_params):
         W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 1 or W.shape[0] != n_params:
         raise ValueError(f"W must be 1-D with n_params = {n_params} entries, got shape {W.shape}")
-    # a finite sum proves every entry finite; only an inf/NaN (or an overflow) takes the slow check
-    if not math.isfinite(W.sum()) and not np.isfinite(W).all():
+    # a finite sum proves every entry finite; only an inf/NaN (or an overflow) takes the slow check.
+    # Small W: the dot product W·W (one BLAS call, a third of the cost of a numpy reduction on
+    # the lab's networks; single-threaded in OpenBLAS up to 10 000 entries), else the sum.
+    total = W.dot(W) if W.shape[0] <= _DOT_CHECK_MAX else W.sum()
+    if not math.isfinite(total) and not np.isfinite(W).all():
         raise ValueError("W contains NaN or infinity")
     return W
 
