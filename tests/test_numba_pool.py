@@ -44,7 +44,7 @@ def _serial(f, W):
     zd, ws, gbuf, wc, job = k._allocate()
     n_blocks = k.n_blocks(f.n_samples)
     ctl = np.zeros(P.CTL_LEN, dtype=np.int64)
-    return P.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job)
+    return P.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0)
 
 
 def _worker_blocks(dtype=np.float64):

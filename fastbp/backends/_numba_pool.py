@@ -11,7 +11,7 @@ against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.
 * The calling thread publishes a job and claims blocks itself, one compare-and-swap on one word
   (generation | T | K | next block) at a time; it waits only for blocks another thread has
   claimed, and therefore is running. A worker that does not come in time finds no block left.
-* Workers are daemon Python threads that spend their life in :func:`worker_loop`, compiled with
+* Workers are daemon Python threads that spend their life in :func:`run` (as ``_serve``), compiled with
   ``nogil``: after a job a worker spins for about half a millisecond (an optimizer's next call
   finds it awake), calling ``sched_yield`` every few microseconds so that a thread sharing its core
   is not starved; then it returns to Python and sleeps on a condition variable until a call
@@ -189,7 +189,13 @@ def _pointer(typingctx, i):
 
 
 # ---------------------------------------------------------------------------------- the blocks
-@njit(**_JIT)
+# Everything below `run` is inlined into it at Numba IR level (``inline="always"``): one compiled
+# entry point per dtype for the caller and the workers alike. Every extra compiled layer around
+# the kernels would cost LLVM another optimization of all of them (~2 s each, cold cache).
+_INLINE = dict(_JIT, inline="always")
+
+
+@njit(**_INLINE)
 def block_start(b, n, n_blocks):
     """First sample of block ``b`` of ``n_blocks``: ``b n / K`` rounded down to a multiple of the
     tile padding (so no block pads more than one partial tile), and ``n`` for ``b = K``."""
@@ -198,12 +204,12 @@ def block_start(b, n, n_blocks):
     return (b * n // n_blocks) // K.PAD * K.PAD
 
 
-@njit(**_JIT)
-def run_block(job, b, slot, marker):
+@njit(**_INLINE)
+def _run_block(job, b, slot, marker):
     """Block ``b`` of the job described by ``job`` with thread ``slot``'s scratch.
 
     The arrays are rebuilt from their addresses (views without an owner: nothing is counted or
-    freed); ``marker`` is an empty array of the compute dtype, which selects the specialization.
+    freed); ``marker`` is an empty array of the compute dtype.
     """
     dt = marker.dtype
     Wc = carray(_pointer(job[J_WC]), (job[J_NW],), dt)
@@ -219,30 +225,28 @@ def run_block(job, b, slot, marker):
     K.chunk(Wc, X, T, sw, meta, block_start(b, n, n_blocks), block_start(b + 1, n, n_blocks), zd, ws, g)
 
 
-@njit(**_JIT)
+@njit(**_INLINE)
 def _claim(ctl, gen, slot, marker):
     """As thread ``slot``, claim and run blocks of job ``gen`` until none is left."""
     st = _load_acquire(ctl, C_STATE)
-    while True:
-        if (st >> 32) != gen:
-            return
+    while (st >> 32) == gen:
         n_slots = (st >> 24) & 0xFF
         n_blocks = (st >> 12) & 0xFFF
         nxt = st & 0xFFF
         if nxt >= n_blocks or slot >= n_slots:
-            return
+            break
         if _cas(ctl, C_STATE, st, st + 1):
             # the job cannot end while this block is unfinished: its table is still valid
             job = carray(_pointer(_load_acquire(ctl, C_JOB)), (JOB_LEN,), np.int64)
-            run_block(job, nxt, slot, marker)
+            _run_block(job, nxt, slot, marker)
             if slot > 0:
                 _fetch_add(ctl, C_WORKER_BLOCKS, 1)  # a statistic: blocks the workers ran
             _fetch_add(ctl, C_DONE, 1)
         st = _load_acquire(ctl, C_STATE)
 
 
-@njit(**_JIT)
-def worker_loop(ctl, slot, marker, spin_cycles):
+@njit(**_INLINE)
+def _serve(ctl, slot, marker, spin_cycles):
     """A worker's life between two sleeps: run the jobs it finds, spinning between them; return
     the last generation seen once none came for ``spin_cycles``, or -1 when asked to stop."""
     seen = _load_acquire(ctl, C_STATE) >> 32
@@ -250,10 +254,8 @@ def worker_loop(ctl, slot, marker, spin_cycles):
     while True:
         t0 = _cycles()
         spins = 0
-        while True:
-            gen = _load_acquire(ctl, C_STATE) >> 32
-            if gen != seen:
-                break
+        gen = seen
+        while gen == seen:
             if _load_acquire(ctl, C_STOP):
                 return -1
             _relax()
@@ -262,21 +264,13 @@ def worker_loop(ctl, slot, marker, spin_cycles):
                 _sched_yield()  # a thread that shares this core runs first
                 if _cycles() - t0 > spin_cycles:
                     return seen
+            gen = _load_acquire(ctl, C_STATE) >> 32
         seen = gen
         _claim(ctl, gen, slot, marker)
 
 
-# --------------------------------------------------------------------------------- the driver
-@njit(**_JIT)
-def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, job):
-    """Loss and gradient of every sample: blocks on up to ``n_slots`` threads of the pool whose
-    control array is ``ctl`` (``n_slots = 1``: all on the calling thread, ``ctl`` untouched).
-
-    ``job`` is this call's table (scratch of the caller); ``zd``/``ws`` hold one row per slot,
-    ``gbuf`` one per block (each block zeroes its own row).
-    """
-    for p in range(W.shape[0]):
-        Wc[p] = W[p]
+@njit(**_INLINE)
+def _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks):
     job[J_WC] = _address(Wc)
     job[J_NW] = Wc.shape[0]
     job[J_X] = _address(X)
@@ -295,7 +289,29 @@ def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, 
     job[J_G] = _address(gbuf)
     job[J_NG] = gbuf.shape[1]
     job[J_K] = n_blocks
+
+
+# --------------------------------------------------------------------------------- the driver
+@njit(**_JIT)
+def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, job, slot):
+    """Loss and gradient of every sample (``slot = 0``), or the life of worker ``slot`` (> 0).
+
+    ``slot = 0``: the blocks run on up to ``n_slots`` threads of the pool whose control array is
+    ``ctl`` (``n_slots = 1``: all on the calling thread, ``ctl`` untouched). ``job`` is this
+    call's table (scratch of the caller); ``zd``/``ws`` hold one row per slot, ``gbuf`` one per
+    block (each block zeroes its own row). Returns ``(loss, grad)``.
+
+    ``slot > 0``: serve jobs of the pool ``ctl`` as :func:`_serve` does, spinning ``n_blocks``
+    cycles at most between two jobs; returns ``(the last generation seen or -1 to stop, an empty
+    array)``. The other arguments are placeholders of the caller's types, so the workers run the
+    very specialization the caller compiled.
+    """
     marker = Wc[:0]
+    if slot > 0:
+        return float(_serve(ctl, slot, marker, n_blocks)), np.empty(0, dtype=np.float64)
+    for p in range(W.shape[0]):
+        Wc[p] = W[p]
+    _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
     if n_slots > 1 and n_blocks > 1:
         ctl[C_DONE] = 0
         ctl[C_JOB] = _address(job)
@@ -311,7 +327,7 @@ def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, 
                 _sched_yield()
     else:
         for b in range(n_blocks):
-            run_block(job, b, 0, marker)
+            _run_block(job, b, 0, marker)
     return K._epilogue(W, gbuf, n_blocks, meta, scale, l2)
 
 
@@ -324,8 +340,8 @@ class Pool:
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
-        self.marker = np.empty(0, dtype=self.dtype)
         self.ctl = np.zeros(CTL_LEN, dtype=np.int64)
+        self._placeholders = placeholders(self.dtype)
         self._reset()
 
     def _reset(self):
@@ -353,11 +369,15 @@ class Pool:
     def release(self):
         self._job_lock.release()
 
+    def _serve_once(self, slot, spin_cycles):
+        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
+        return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, self.ctl, job, slot)[0]
+
     def _start(self, n_workers):
         # compile (or load) the workers' code here, not in a worker: a daemon thread still
         # compiling when the interpreter exits takes LLVM down with it. Slot MAX_SLOTS claims
         # nothing, and a zero spin returns at once.
-        worker_loop(self.ctl, MAX_SLOTS, self.marker, 0)
+        self._serve_once(MAX_SLOTS, 0)
         while self.n_workers < min(n_workers, MAX_SLOTS - 1):
             self.n_workers += 1
             t = threading.Thread(target=self._serve, args=(self.n_workers,), name=f"fastbp-numba-{self.n_workers}")
@@ -365,9 +385,9 @@ class Pool:
             t.start()
 
     def _serve(self, slot):
-        ctl, marker, cond = self.ctl, self.marker, self._cond
+        ctl, cond = self.ctl, self._cond
         while True:
-            if worker_loop(ctl, slot, marker, SPIN_CYCLES) < 0:
+            if self._serve_once(slot, SPIN_CYCLES) < 0:
                 return
             with cond:
                 self.sleepers += 1
@@ -375,6 +395,28 @@ class Pool:
                 while self._ticket == ticket and not ctl[C_STOP]:
                     cond.wait()
                 self.sleepers -= 1
+
+
+def placeholders(dtype):
+    """Empty arrays of the types a call passes to :func:`run` (W, X, T, sw, meta, zd, ws, gbuf,
+    Wc, job): the backend passes X, T, sw and meta read-only and the rest writable."""
+
+    def readonly(a):
+        a.setflags(write=False)
+        return a
+
+    return (
+        np.zeros(0),
+        readonly(np.zeros((0, 0), dtype=dtype)),
+        readonly(np.zeros((0, 0), dtype=dtype)),
+        readonly(np.zeros(0)),
+        readonly(np.zeros(0, dtype=np.int64)),
+        np.zeros((0, 0), dtype=dtype),
+        np.zeros((0, 0)),
+        np.zeros((0, 0)),
+        np.zeros(0, dtype=dtype),
+        np.zeros(JOB_LEN, dtype=np.int64),
+    )
 
 
 _POOLS = {}

@@ -140,7 +140,7 @@ class NumbaKernel:
                     pool, n_slots = None, 1
             try:
                 loss, grad = P.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
-                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job)
+                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0)
             finally:
                 if pool is not None:
                     pool.release()
