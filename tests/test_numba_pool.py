@@ -135,9 +135,11 @@ def test_fork_child_gets_a_fresh_pool():
 
 
 def test_block_starts_cover_the_samples_in_order():
-    for n in (1, 31, 32, 100, 1000, 4097):
+    for n in (1, 31, 32, 100, 200, 1000, 4097):
         for k in (1, 2, 3, 8):
             starts = [P.block_start(b, n, k) for b in range(k + 1)]
             assert starts[0] == 0 and starts[-1] == n
             assert all(a <= b for a, b in zip(starts, starts[1:]))
-            assert all(s % numba_backend.K.PAD == 0 for s in starts[:-1])
+            assert all(s % numba_backend.K.PAD == 0 or s == n for s in starts)
+            # balanced: no block longer than its share by more than a padding
+            assert all(b - a <= n / k + numba_backend.K.PAD for a, b in zip(starts, starts[1:]))

@@ -197,11 +197,11 @@ _INLINE = dict(_JIT, inline="always")
 
 @njit(**_INLINE)
 def block_start(b, n, n_blocks):
-    """First sample of block ``b`` of ``n_blocks``: ``b n / K`` rounded down to a multiple of the
-    tile padding (so no block pads more than one partial tile), and ``n`` for ``b = K``."""
-    if b >= n_blocks:
-        return n
-    return (b * n // n_blocks) // K.PAD * K.PAD
+    """First sample of block ``b`` of ``n_blocks``: ``b n / K`` rounded up to a multiple of the
+    tile padding (no block pads more than one partial tile, and the short block is the last,
+    which a worker arriving late takes), and ``n`` from ``b = K`` on."""
+    s = (b * n // n_blocks + K.PAD - 1) // K.PAD * K.PAD
+    return min(s, n)
 
 
 @njit(**_INLINE)
