@@ -212,6 +212,21 @@ def vst(typingctx, a, k, v):
 
 
 @intrinsic
+def ld(typingctx, a, k):
+    """``a.flat[k]`` of a C-contiguous array, no wraparound of negative ``k`` (plain indexing with a
+    computed index keeps a sign test and a select per load in the inner loops)."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = context.cast(builder, args[1], sig.args[1], types.intp)
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.load(builder.gep(arr.data, [k]))
+
+    return a.dtype(a, k), codegen
+
+
+@intrinsic
 def vsplat(typingctx, x):
     """``x`` in all eight lanes."""
     if not isinstance(x, types.Float):
@@ -238,6 +253,198 @@ def vfma(typingctx, z, m, acc):
         return builder.call(fn, [args[0], v, args[2]])
 
     return acc(z, m, acc), codegen
+
+
+def _lanes(context, builder, ty, val, dtype):
+    """``val`` of numba type ``ty`` (a scalar or a Vec8) as eight lanes of ``dtype``."""
+    if isinstance(ty, Vec8):
+        if ty.dtype == dtype:
+            return val
+        vty = ir.VectorType(context.get_value_type(dtype), 8)
+        if dtype.bitwidth > ty.dtype.bitwidth:
+            return builder.fpext(val, vty)
+        return builder.fptrunc(val, vty)
+    return _splat(builder, context.cast(builder, val, ty, dtype))
+
+
+def _vec_dtype(*tys):
+    """The lanes' dtype of an operation on ``tys`` (scalars and Vec8 of one dtype), or None."""
+    dts = {t.dtype for t in tys if isinstance(t, Vec8)}
+    if len(dts) != 1 or not all(isinstance(t, (Vec8, types.Number)) for t in tys):
+        return None
+    return dts.pop()
+
+
+def _vbinary(op):
+    @intrinsic
+    def vop(typingctx, a, b):
+        dt = _vec_dtype(a, b)
+        if dt is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = _lanes(context, builder, sig.args[0], args[0], dt)
+            y = _lanes(context, builder, sig.args[1], args[1], dt)
+            return getattr(builder, op)(x, y)
+
+        return Vec8(dt)(a, b), codegen
+
+    return vop
+
+
+vadd = _vbinary("fadd")
+vsub = _vbinary("fsub")
+vmul = _vbinary("fmul")
+vdiv = _vbinary("fdiv")
+
+
+@intrinsic
+def vmuladd(typingctx, a, b, c):
+    """``a * b + c`` lane by lane with one rounding (FMA); any of them may be a scalar."""
+    dt = _vec_dtype(a, b, c)
+    if dt is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y, z = (_lanes(context, builder, t, v, dt) for t, v in zip(sig.args, args))
+        name = "llvm.fma.v8f64" if dt == types.float64 else "llvm.fma.v8f32"
+        fn = builder.module.declare_intrinsic(name, (), ir.FunctionType(x.type, [x.type] * 3))
+        return builder.call(fn, [x, y, z])
+
+    return Vec8(dt)(a, b, c), codegen
+
+
+@intrinsic
+def vwhere(typingctx, x, y, a, b):
+    """``a if x >= y else b`` lane by lane (an ordered comparison: NaN takes ``b``)."""
+    dt = _vec_dtype(x, y, a, b)
+    if dt is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        xv, yv, av, bv = (_lanes(context, builder, t, v, dt) for t, v in zip(sig.args, args))
+        return builder.select(builder.fcmp_ordered(">=", xv, yv), av, bv)
+
+    return Vec8(dt)(x, y, a, b), codegen
+
+
+@intrinsic
+def vwhere_gt(typingctx, x, y, a, b):
+    """``a if x > y else b`` lane by lane (NaN takes ``b``)."""
+    dt = _vec_dtype(x, y, a, b)
+    if dt is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        xv, yv, av, bv = (_lanes(context, builder, t, v, dt) for t, v in zip(sig.args, args))
+        return builder.select(builder.fcmp_ordered(">", xv, yv), av, bv)
+
+    return Vec8(dt)(x, y, a, b), codegen
+
+
+@intrinsic
+def vabs(typingctx, x):
+    """|x| lane by lane."""
+    if not isinstance(x, Vec8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        name = "llvm.fabs.v8f64" if sig.args[0].dtype == types.float64 else "llvm.fabs.v8f32"
+        fn = builder.module.declare_intrinsic(name, (), ir.FunctionType(args[0].type, [args[0].type]))
+        return builder.call(fn, [args[0]])
+
+    return x(x), codegen
+
+
+@intrinsic
+def vf64(typingctx, x):
+    """The lanes of ``x`` widened to float64 (as is when they are)."""
+    if not isinstance(x, Vec8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _lanes(context, builder, sig.args[0], args[0], types.float64)
+
+    return Vec8(types.float64)(x), codegen
+
+
+@intrinsic
+def vpow2k(typingctx, kb):
+    """2^k from ``kb = k + _SHIFTER`` (k integral, −1022 ≤ k ≤ 1023): bits (kb − shifter + 1023) << 52."""
+    if not (isinstance(kb, Vec8) and kb.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ity = ir.VectorType(ir.IntType(64), 8)
+        b = builder.bitcast(args[0], ity)
+        b = builder.add(b, ir.Constant(ity, [1023 - _SHIFTER_BITS] * 8))
+        b = builder.shl(b, ir.Constant(ity, [52] * 8))
+        return builder.bitcast(b, args[0].type)
+
+    return kb(kb), codegen
+
+
+@intrinsic
+def vsplit_exponent(typingctx, x):
+    """``(e, m)`` with x = 2^e · m, m in [1, 2), e a float, for positive normal float64 lanes."""
+    if not (isinstance(x, Vec8) and x.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ity = ir.VectorType(ir.IntType(64), 8)
+        b = builder.bitcast(args[0], ity)
+        e = builder.sub(builder.ashr(b, ir.Constant(ity, [52] * 8)), ir.Constant(ity, [1023] * 8))
+        e = builder.sitofp(e, args[0].type)
+        m = builder.or_(builder.and_(b, ir.Constant(ity, [_MANT_MASK] * 8)), ir.Constant(ity, [_ONE_BITS] * 8))
+        m = builder.bitcast(m, args[0].type)
+        return context.make_tuple(builder, sig.return_type, [e, m])
+
+    return types.UniTuple(x, 2)(x), codegen
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    """((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) as a float64 scalar (fixed order)."""
+    if not isinstance(v, Vec8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = _lanes(context, builder, sig.args[0], args[0], types.float64)
+        e = [builder.extract_element(x, ir.Constant(ir.IntType(32), i)) for i in range(8)]
+        a = builder.fadd(builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]))
+        b = builder.fadd(builder.fadd(e[4], e[5]), builder.fadd(e[6], e[7]))
+        return builder.fadd(a, b)
+
+    return types.float64(v), codegen
+
+
+@intrinsic
+def vldd(typingctx, a, k):
+    """Lanes ``a.flat[k : k + 8]`` widened to float64."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = context.cast(builder, args[1], sig.args[1], types.intp)
+        v = builder.load(_vptr(context, builder, sig.args[0], args[0], k), align=sig.args[0].dtype.bitwidth // 8)
+        return _lanes(context, builder, Vec8(sig.args[0].dtype), v, types.float64)
+
+    return Vec8(types.float64)(a, k), codegen
+
+
+@intrinsic
+def vstc(typingctx, a, k, v):
+    """``a.flat[k : k + 8] = v``, the lanes cast to the array's dtype."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(v, Vec8)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = context.cast(builder, args[1], sig.args[1], types.intp)
+        x = _lanes(context, builder, sig.args[2], args[2], sig.args[0].dtype)
+        builder.store(x, _vptr(context, builder, sig.args[0], args[0], k), align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(a, k, v), codegen
 
 
 @njit(**_MATH)
@@ -321,31 +528,170 @@ def log1(x):
     return k * _LN2_HI + (k * _LN2_LO + _log_series((mant - 1.0) / (mant + 1.0)))
 
 
+# ------------------------------------------------------------------ the same functions on Vec8
+# Explicit 8-lane forms of the functions above (float64 lanes), for the tile loops: straight-line
+# vector code whatever LLVM's loop vectorizer decides in the calling context, and several
+# independent evaluations in flight per loop step. The polynomials are evaluated by Estrin's
+# scheme (the same terms, a shorter dependency chain than Horner's); results agree with the
+# scalar forms to a few units in the last place.
+@njit(**_JIT)
+def vexp_parts(x):
+    """:func:`exp_parts` on eight lanes: ``(p, s)`` with e^x = (1 + p) · s."""
+    v = vwhere_gt(-708.0, x, -708.0, x)  # NaN passes through both clamps
+    v = vwhere_gt(v, 709.0, 709.0, v)
+    kb = vmuladd(v, _LOG2E, _SHIFTER)
+    kd = vsub(kb, _SHIFTER)
+    r = vmuladd(kd, -_LN2_LO, vmuladd(kd, -_LN2_HI, v))
+    r2 = vmul(r, r)
+    r4 = vmul(r2, r2)
+    r8 = vmul(r4, r4)
+    # q = Σ_{k=0}^{12} r^k / (k + 1)!, p = r q
+    a0 = vmuladd(r, 1.0 / 2, 1.0)
+    a1 = vmuladd(r, 1.0 / 24, 1.0 / 6)
+    a2 = vmuladd(r, 1.0 / 720, 1.0 / 120)
+    a3 = vmuladd(r, 1.0 / 40320, 1.0 / 5040)
+    a4 = vmuladd(r, 1.0 / 3628800, 1.0 / 362880)
+    a5 = vmuladd(r, 1.0 / 479001600, 1.0 / 39916800)
+    b0 = vmuladd(r2, a1, a0)
+    b1 = vmuladd(r2, a3, a2)
+    b2 = vmuladd(r2, a5, a4)
+    c0 = vmuladd(r4, b1, b0)
+    c1 = vmuladd(r4, 1.0 / 6227020800, b2)
+    q = vmuladd(r8, c1, c0)
+    return vmul(r, q), vpow2k(kb)
+
+
+@njit(**_JIT)
+def vexp_neg_pade(x):
+    """``(E, rO, s)`` with e^x = s · P / Q for x ≤ 0 (eight lanes; x clamped at −708): the [6/6]
+    Padé approximant P / Q of e^r, |r| ≤ ln2 / 2 (relative error below 2e-19), P = E + r O and
+    Q = E − r O from the even and odd parts; s = 2^k. Fewer multiply-adds than the Taylor form, and the
+    division it needs is the one σ and tanh make anyway."""
+    v = vwhere_gt(-708.0, x, -708.0, x)  # NaN passes through
+    kb = vmuladd(v, _LOG2E, _SHIFTER)
+    kd = vsub(kb, _SHIFTER)
+    r = vmuladd(kd, -_LN2_LO, vmuladd(kd, -_LN2_HI, v))
+    r2 = vmul(r, r)
+    e = vmuladd(vmuladd(vmuladd(r2, 1.0 / 665280, 1.0 / 792), r2, 5.0 / 44), r2, 1.0)
+    o = vmul(vmuladd(vmuladd(r2, 1.0 / 15840, 1.0 / 66), r2, 0.5), r)
+    return e, o, vpow2k(kb)
+
+
+@njit(**_JIT)
+def vlogistic(x):
+    """σ(x) on eight float64 lanes: with e^−|x| = s P / Q, σ = Q / (Q + s P) for x ≥ 0 and
+    s P / (Q + s P) below."""
+    e, o, s = vexp_neg_pade(vsub(0.0, vabs(x)))
+    q = vsub(e, o)
+    sp = vmul(s, vadd(e, o))
+    return vdiv(vwhere(x, 0.0, q, sp), vadd(q, sp))
+
+
+@njit(**_JIT)
+def vtanh(x):
+    """tanh on eight float64 lanes: with e^−2|x| = s P / Q, tanh|x| = (Q − s P) / (Q + s P), the
+    numerator formed as E (1 − s) − r O (1 + s) (exact 1 − s: no cancellation for small |x|)."""
+    e, ro, s = vexp_neg_pade(vmul(vabs(x), -2.0))
+    num = vmuladd(e, vsub(1.0, s), vmul(ro, vsub(-1.0, s)))
+    t = vdiv(num, vmuladd(s, vadd(e, ro), vsub(e, ro)))
+    return vwhere(x, 0.0, t, vsub(0.0, t))
+
+
+@njit(**_JIT)
+def vlog_series(f):
+    """:func:`_log_series` on eight lanes (Estrin's scheme)."""
+    f2 = vmul(f, f)
+    f4 = vmul(f2, f2)
+    f8 = vmul(f4, f4)
+    a0 = vmuladd(f2, 1.0 / 3, 1.0)
+    a1 = vmuladd(f2, 1.0 / 7, 1.0 / 5)
+    a2 = vmuladd(f2, 1.0 / 11, 1.0 / 9)
+    a3 = vmuladd(f2, 1.0 / 15, 1.0 / 13)
+    a4 = vmuladd(f2, 1.0 / 19, 1.0 / 17)
+    a5 = vmuladd(f2, 1.0 / 23, 1.0 / 21)
+    b0 = vmuladd(f4, a1, a0)
+    b1 = vmuladd(f4, a3, a2)
+    b2 = vmuladd(f4, a5, a4)
+    q = vmuladd(f8, vmuladd(f8, b2, b1), b0)
+    return vmul(vmul(f, 2.0), q)
+
+
+@njit(**_JIT)
+def vlog1p_unit(v):
+    """:func:`log1p_unit` on eight lanes (v in [0, 1])."""
+    # one division: f = (v − 1) / (v + 3) above √2 − 1, v / (v + 2) below
+    num = vwhere_gt(v, _SQRT2M1, vsub(v, 1.0), v)
+    den = vwhere_gt(v, _SQRT2M1, vadd(v, 3.0), vadd(v, 2.0))
+    return vadd(vwhere_gt(v, _SQRT2M1, _LN2, 0.0), vlog_series(vdiv(num, den)))
+
+
+@njit(**_JIT)
+def vlog(x):
+    """:func:`log1` on eight lanes (positive normal x)."""
+    k, mant = vsplit_exponent(x)
+    big = vwhere_gt(mant, _SQRT2, 1.0, 0.0)
+    mant = vwhere_gt(mant, _SQRT2, vmul(mant, 0.5), mant)
+    k = vadd(k, big)
+    f = vdiv(vsub(mant, 1.0), vadd(mant, 1.0))
+    return vmuladd(k, _LN2_HI, vmuladd(k, _LN2_LO, vlog_series(f)))
+
+
 # ------------------------------------------------------------------------- hidden activations
 @njit(**_JIT)
-def activate(code, a):
-    """z = σ(a) in place on the flat tile ``a`` (compute dtype; evaluated in float64).
-
-    Codes follow :data:`fastbp.layout.ACTIVATIONS`: 0 identity, 1 logistic, 2 tanh, 3 relu.
-    """
+def _activate_scalar(code, a, q0):
+    """:func:`activate` on ``a[q0:]`` one element at a time (the tail after the vectors)."""
     m = a.shape[0]
     if code == 1:
         # σ(a) = 1 / (1 + e^−a) for a ≥ 0 and e^a / (1 + e^a) below: e = e^−|a| never overflows
-        for q in range(m):
+        for q in range(q0, m):
             x = np.float64(a[q])
             e = exp1(-abs(x))
             a[q] = (1.0 if x >= 0 else e) / (1.0 + e)
     elif code == 2:
         # tanh|a| = −u / (2 + u) with u = expm1(−2|a|): no cancellation for small |a|
-        for q in range(m):
+        for q in range(q0, m):
             x = np.float64(a[q])
             u = expm1_1(-2.0 * abs(x))
             t = -u / (2.0 + u)
             a[q] = t if x >= 0 else -t
     elif code == 3:
-        for q in range(m):
+        for q in range(q0, m):
             a[q] = a[q] if a[q] > 0 else 0
-    # identity: nothing to do
+
+
+@njit(**_JIT)
+def activate_rows(code, a, k0, m):
+    """z = σ(a) in place on ``a.flat[k0 : k0 + m]``, m a multiple of 16, in 8-lane vectors
+    (two independent evaluations a step); evaluated in float64."""
+    if code == 1:
+        for k in range(k0, k0 + m, 16):
+            x = vlogistic(vldd(a, k))
+            y = vlogistic(vldd(a, k + 8))
+            vstc(a, k, x)
+            vstc(a, k + 8, y)
+    elif code == 2:
+        for k in range(k0, k0 + m, 16):
+            x = vtanh(vldd(a, k))
+            y = vtanh(vldd(a, k + 8))
+            vstc(a, k, x)
+            vstc(a, k + 8, y)
+    elif code == 3:
+        for k in range(k0, k0 + m, 8):
+            x = vld(a, k)
+            vst(a, k, vwhere_gt(x, 0.0, x, 0.0))
+
+
+@njit(**_JIT)
+def activate(code, a):
+    """z = σ(a) in place on the flat tile ``a`` (compute dtype; evaluated in float64).
+
+    Codes follow :data:`fastbp.layout.ACTIVATIONS`: 0 identity, 1 logistic, 2 tanh, 3 relu.
+    Whole 16-element groups go through the vector forms, the rest element by element.
+    """
+    m16 = a.shape[0] // 16 * 16
+    if code != 0:
+        activate_rows(code, a, 0, m16)
+        _activate_scalar(code, a, m16)
 
 
 @njit(**_JIT)
@@ -365,25 +711,42 @@ def activation_derivative(code, z, d):
 
 # --------------------------------------------------------------------------- small tile products
 @njit(**_JIT)
-def mm_tile(Mt, bias, Zin, Aout):
-    """Aout[j, :] = bias[j] + Σ_i Mt[j, i] Zin[i, :] on unit-major tiles (``bias`` empty: no bias).
+def _fin(mode, v, Zd, k):
+    """A register of tile products finished before its store: ``mode`` 3 relu (forward), 11–13
+    δ σ'(a) with σ' written from z = Zd.flat[k : k + 8] (logistic, tanh, relu), else as is."""
+    if mode == 3:
+        return vwhere_gt(v, 0.0, v, 0.0)
+    if mode == 11:
+        z = vld(Zd, k)
+        return vmul(v, vmul(z, vsub(1.0, z)))
+    if mode == 12:
+        z = vld(Zd, k)
+        return vmul(v, vsub(1.0, vmul(z, z)))
+    if mode == 13:
+        return vwhere_gt(vld(Zd, k), 0.0, v, 0.0)
+    return v
 
-    Forward: ``Mt = W.T`` gives a_j = Σ_i w_ij z_i + b_j. Backward: ``Mt = W`` gives Σ_k w_jk δ_k.
-    Register blocks of four outputs by sixteen samples (eight vectors) accumulate over every input
-    and are stored once
-    the tile width must be a multiple of 16 (``PAD``). The sum runs from
-    the bias through inputs 0, 1, ... in FMA steps, the same order for every block.
+
+@njit(**_JIT)
+def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
+    """A[j, :] = b_j + Σ_i Mt[j, i] Z[i, :] on flat unit-major tiles of ``ts`` columns (a multiple
+    of 16): b_j = B.flat[bo + j] (``bo`` < 0: no bias), rows of Z from ``Z.flat[zi]``, of A from
+    ``A.flat[ao]``. Forward ``Mt = W.T``; backward (W δ) ``Mt = W``: the layout of the 2-D view
+    ``Mt`` (F or C) is a type, so each direction gets its own addressing. Each register block is
+    finished by :func:`_fin` (``mode``, z rows of ``Zd`` from ``zdo``) before its one store.
+
+    Register blocks of 4 outputs x 16 samples (8 accumulators); 2 leftover outputs go 2 x 32 and
+    a last one 1 x 32, so even a lone output keeps 4 sums in flight. Every sum runs from the bias
+    through inputs 0, 1, ... in FMA steps.
     """
     n_out, n_in = Mt.shape
-    ts = Zin.shape[1]
-    has_bias = bias.shape[0] > 0
+    zero = Mt[0, 0] - Mt[0, 0]
     j = 0
     while j + 4 <= n_out:
-        zero = Mt[j, 0] - Mt[j, 0]
-        b0 = bias[j] if has_bias else zero
-        b1 = bias[j + 1] if has_bias else zero
-        b2 = bias[j + 2] if has_bias else zero
-        b3 = bias[j + 3] if has_bias else zero
+        b0 = ld(B, bo + j) if bo >= 0 else zero
+        b1 = ld(B, bo + j + 1) if bo >= 0 else zero
+        b2 = ld(B, bo + j + 2) if bo >= 0 else zero
+        b3 = ld(B, bo + j + 3) if bo >= 0 else zero
         for s in range(0, ts, 16):
             a0 = vsplat(b0)
             a1 = vsplat(b1)
@@ -394,9 +757,9 @@ def mm_tile(Mt, bias, Zin, Aout):
             c2 = a2
             c3 = a3
             for i in range(n_in):
-                k = i * ts + s
-                z = vld(Zin, k)
-                y = vld(Zin, k + 8)
+                k = zi + i * ts + s
+                z = vld(Z, k)
+                y = vld(Z, k + 8)
                 m0 = Mt[j, i]
                 m1 = Mt[j + 1, i]
                 m2 = Mt[j + 2, i]
@@ -410,29 +773,95 @@ def mm_tile(Mt, bias, Zin, Aout):
                 a3 = vfma(z, m3, a3)
                 c3 = vfma(y, m3, c3)
             o = j * ts + s
-            vst(Aout, o, a0)
-            vst(Aout, o + 8, c0)
-            vst(Aout, o + ts, a1)
-            vst(Aout, o + ts + 8, c1)
-            vst(Aout, o + 2 * ts, a2)
-            vst(Aout, o + 2 * ts + 8, c2)
-            vst(Aout, o + 3 * ts, a3)
-            vst(Aout, o + 3 * ts + 8, c3)
+            vst(A, ao + o, _fin(mode, a0, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c0, Zd, zdo + o + 8))
+            vst(A, ao + o + ts, _fin(mode, a1, Zd, zdo + o + ts))
+            vst(A, ao + o + ts + 8, _fin(mode, c1, Zd, zdo + o + ts + 8))
+            vst(A, ao + o + 2 * ts, _fin(mode, a2, Zd, zdo + o + 2 * ts))
+            vst(A, ao + o + 2 * ts + 8, _fin(mode, c2, Zd, zdo + o + 2 * ts + 8))
+            vst(A, ao + o + 3 * ts, _fin(mode, a3, Zd, zdo + o + 3 * ts))
+            vst(A, ao + o + 3 * ts + 8, _fin(mode, c3, Zd, zdo + o + 3 * ts + 8))
         j += 4
-    while j < n_out:
-        b0 = bias[j] if has_bias else (Mt[j, 0] - Mt[j, 0])
-        for s in range(0, ts, 16):
+    if j + 2 <= n_out:
+        b0 = ld(B, bo + j) if bo >= 0 else zero
+        b1 = ld(B, bo + j + 1) if bo >= 0 else zero
+        for s in range(0, ts, 32):
+            w = 32 if s + 32 <= ts else 16
+            a0 = vsplat(b0)
+            a1 = vsplat(b1)
+            c0 = a0
+            c1 = a1
+            e0 = a0
+            e1 = a1
+            f0 = a0
+            f1 = a1
+            if w == 32:
+                for i in range(n_in):
+                    k = zi + i * ts + s
+                    z = vld(Z, k)
+                    y = vld(Z, k + 8)
+                    x = vld(Z, k + 16)
+                    u = vld(Z, k + 24)
+                    m0 = Mt[j, i]
+                    m1 = Mt[j + 1, i]
+                    a0 = vfma(z, m0, a0)
+                    c0 = vfma(y, m0, c0)
+                    e0 = vfma(x, m0, e0)
+                    f0 = vfma(u, m0, f0)
+                    a1 = vfma(z, m1, a1)
+                    c1 = vfma(y, m1, c1)
+                    e1 = vfma(x, m1, e1)
+                    f1 = vfma(u, m1, f1)
+            else:
+                for i in range(n_in):
+                    k = zi + i * ts + s
+                    z = vld(Z, k)
+                    y = vld(Z, k + 8)
+                    m0 = Mt[j, i]
+                    m1 = Mt[j + 1, i]
+                    a0 = vfma(z, m0, a0)
+                    c0 = vfma(y, m0, c0)
+                    a1 = vfma(z, m1, a1)
+                    c1 = vfma(y, m1, c1)
+            o = j * ts + s
+            vst(A, ao + o, _fin(mode, a0, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c0, Zd, zdo + o + 8))
+            vst(A, ao + o + ts, _fin(mode, a1, Zd, zdo + o + ts))
+            vst(A, ao + o + ts + 8, _fin(mode, c1, Zd, zdo + o + ts + 8))
+            if w == 32:
+                vst(A, ao + o + 16, _fin(mode, e0, Zd, zdo + o + 16))
+                vst(A, ao + o + 24, _fin(mode, f0, Zd, zdo + o + 24))
+                vst(A, ao + o + ts + 16, _fin(mode, e1, Zd, zdo + o + ts + 16))
+                vst(A, ao + o + ts + 24, _fin(mode, f1, Zd, zdo + o + ts + 24))
+        j += 2
+    if j < n_out:
+        b0 = ld(B, bo + j) if bo >= 0 else zero
+        for s in range(0, ts, 32):
+            w = 32 if s + 32 <= ts else 16
             a0 = vsplat(b0)
             c0 = a0
-            for i in range(n_in):
-                k = i * ts + s
-                m0 = Mt[j, i]
-                a0 = vfma(vld(Zin, k), m0, a0)
-                c0 = vfma(vld(Zin, k + 8), m0, c0)
+            e0 = a0
+            f0 = a0
+            if w == 32:
+                for i in range(n_in):
+                    k = zi + i * ts + s
+                    m0 = Mt[j, i]
+                    a0 = vfma(vld(Z, k), m0, a0)
+                    c0 = vfma(vld(Z, k + 8), m0, c0)
+                    e0 = vfma(vld(Z, k + 16), m0, e0)
+                    f0 = vfma(vld(Z, k + 24), m0, f0)
+            else:
+                for i in range(n_in):
+                    k = zi + i * ts + s
+                    m0 = Mt[j, i]
+                    a0 = vfma(vld(Z, k), m0, a0)
+                    c0 = vfma(vld(Z, k + 8), m0, c0)
             o = j * ts + s
-            vst(Aout, o, a0)
-            vst(Aout, o + 8, c0)
-        j += 1
+            vst(A, ao + o, _fin(mode, a0, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c0, Zd, zdo + o + 8))
+            if w == 32:
+                vst(A, ao + o + 16, _fin(mode, e0, Zd, zdo + o + 16))
+                vst(A, ao + o + 24, _fin(mode, f0, Zd, zdo + o + 24))
 
 
 @njit(**_FAST)
@@ -670,6 +1099,85 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     return _sum(lv)
 
 
+@njit(**_JIT)
+def output_tile(code, Z, ao, D, do, tsp, m, T, t0, ts, sw, ws):
+    """:func:`output_loss_delta` on flat unit-major tiles, in 8-lane vectors: ``Z.flat[ao + k tsp + s]``
+    is a^L_k of sample s, δ goes to ``D.flat[do + k tsp + s]``; ``tsp`` (a multiple of 8) columns
+    of which the first ``ts`` are samples. Returns the tile's Σ_s s_n ℓ_n (float64).
+
+    The targets and weights are first copied unit-major into ``ws`` (padding: weight 0, so its
+    δ is 0), then one pass over the samples computes loss and δ of every output in registers.
+    """
+    tt = 0  # targets, (m, tsp)
+    wo = m * tsp  # per-sample weights
+    for s in range(ts):
+        for k in range(m):
+            ws[tt + k * tsp + s] = T[t0 + s, k]
+    for k in range(m):
+        for s in range(ts, tsp):
+            ws[tt + k * tsp + s] = 0.0
+    if sw.shape[0] > 0:
+        for s in range(ts):
+            ws[wo + s] = sw[t0 + s]
+    else:
+        for s in range(ts):
+            ws[wo + s] = 1.0
+    for s in range(ts, tsp):
+        ws[wo + s] = 0.0
+    acc = vsplat(0.0)
+    if code == 1:
+        # ℓ = softplus(a) − t a, softplus(a) = max(a, 0) + log1p(e^−|a|); δ = σ(a) − t
+        for k in range(m):
+            for s in range(0, tsp, 8):
+                a = vldd(Z, ao + k * tsp + s)
+                t = vldd(ws, tt + k * tsp + s)
+                w = vldd(ws, wo + s)
+                e, o, sc = vexp_neg_pade(vsub(0.0, vabs(a)))
+                q = vsub(e, o)
+                sp = vmul(sc, vadd(e, o))
+                den = vadd(q, sp)
+                p = vdiv(vwhere(a, 0.0, q, sp), den)
+                ea = vdiv(sp, q)  # e^−|a|
+                vstc(D, do + k * tsp + s, vmul(w, vsub(p, t)))
+                sp_ = vadd(vwhere_gt(a, 0.0, a, 0.0), vlog1p_unit(ea))
+                acc = vmuladd(w, vsub(sp_, vmul(t, a)), acc)
+    elif code == 2:
+        # ℓ = Σ_k t_k · lse(a) − Σ_k t_k a_k, lse(a) = max a + log Σ_k e^(a_k − max a);
+        # δ_k = Σ_j t_j · softmax(a)_k − t_k
+        for s in range(0, tsp, 8):
+            amax = vldd(Z, ao + s)
+            for k in range(1, m):
+                x = vldd(Z, ao + k * tsp + s)
+                amax = vwhere_gt(x, amax, x, amax)
+            sum_e = vsplat(0.0)
+            tsum = vsplat(0.0)
+            ta = vsplat(0.0)
+            for k in range(m):
+                a = vldd(Z, ao + k * tsp + s)
+                p, sc = vexp_parts(vsub(a, amax))
+                x = vmuladd(p, sc, sc)
+                vstc(D, do + k * tsp + s, x)  # e_k, until δ_k replaces it
+                sum_e = vadd(sum_e, x)
+                t = vldd(ws, tt + k * tsp + s)
+                tsum = vadd(tsum, t)
+                ta = vmuladd(t, a, ta)
+            w = vldd(ws, wo + s)
+            acc = vmuladd(w, vsub(vmul(tsum, vadd(amax, vlog(sum_e))), ta), acc)
+            scale = vdiv(vmul(w, tsum), sum_e)
+            for k in range(m):
+                t = vldd(ws, tt + k * tsp + s)
+                vstc(D, do + k * tsp + s, vsub(vmul(scale, vldd(D, do + k * tsp + s)), vmul(w, t)))
+    else:
+        # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
+        for k in range(m):
+            for s in range(0, tsp, 8):
+                r = vsub(vldd(Z, ao + k * tsp + s), vldd(ws, tt + k * tsp + s))
+                w = vldd(ws, wo + s)
+                vstc(D, do + k * tsp + s, vmul(w, r))
+                acc = vmuladd(w, vmul(vmul(r, r), 0.5), acc)
+    return vhsum(acc)
+
+
 # ------------------------------------------------------------------------------------ one block
 @njit(**_JIT)
 def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
@@ -817,39 +1325,42 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
         # then run no scalar remainder. Padding gets δ = 0, so it adds exact zeros to the sums.
         ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
         # z^0: the tile of X, transposed to unit-major
-        Z0 = Z[: n0 * ts].reshape((n0, ts))
         for s in range(tsx):
             for i in range(n0):
-                Z0[i, s] = X[t0 + s, i]
+                Z[i * ts + s] = X[t0 + s, i]
         for i in range(n0):
             for s in range(tsx, ts):
-                Z0[i, s] = 0
-        # forward: a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1})
+                Z[i * ts + s] = 0
+        # forward: a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1}) (relu at the store)
         for layer in range(L):
             n_in = meta[SZ + layer]
             n_out = meta[SZ + layer + 1]
             zo_in = meta[ZO + layer]
             zo_out = meta[ZO + layer + 1]
-            Zin = Z[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
-            Aout = Z[zo_out : zo_out + n_out * ts].reshape((n_out, ts))
-            Wl = Wc[meta[CO + layer] : meta[CO + layer + 1]].reshape((n_in, n_out))
-            b = Wc[meta[IO + layer] : meta[IO + layer + 1]]
+            hidden = layer < L - 1
             if meta[BL + layer]:
+                Zin = Z[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
+                Aout = Z[zo_out : zo_out + n_out * ts].reshape((n_out, ts))
+                Wl = Wc[meta[CO + layer] : meta[CO + layer + 1]].reshape((n_in, n_out))
+                b = Wc[meta[IO + layer] : meta[IO + layer + 1]]
                 np.dot(Wl.T, Zin, Aout)
                 for j in range(n_out):
                     bj = b[j]
                     for s in range(ts):
                         Aout[j, s] += bj
+                if hidden:
+                    activate_rows(act, Z, zo_out, n_out * ts)
             else:
-                mm_tile(Wl.T, b, Zin, Aout)
-            if layer < L - 1:
-                activate(act, Aout.reshape(n_out * ts))
+                fin = 3 if hidden and act == 3 else 0
+                co = meta[CO + layer]
+                Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
+                mm_flat(Wt, Wc, meta[IO + layer], Z, zo_in, Z, zo_out, ts, fin, Z, 0)
+                if hidden and fin == 0:
+                    activate_rows(act, Z, zo_out, n_out * ts)
         # output: loss and δ^L = s_n (y − t)
         m = meta[SZ + L]
         zo = meta[ZO + L]
-        AL = Z[zo : zo + m * ts].reshape((m, ts))
-        DL = D[zo : zo + m * ts].reshape((m, ts))
-        loss += output_loss_delta(out, AL, T, t0, tsx, sw, DL, ws)
+        loss += output_tile(out, Z, zo, D, zo, ts, m, T, t0, tsx, sw, ws)
         # backward: ∂/∂w_ij += z_i δ_j, ∂/∂b_j += δ_j, then δ_i = σ'(a_i) Σ_j w_ij δ_j
         for layer in range(L - 1, -1, -1):
             n_in = meta[SZ + layer]
@@ -874,12 +1385,13 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
             else:
                 grad_acc(Zin, Dout, Gl, gb)
             if layer > 0:
-                Din = D[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
                 if meta[BL + layer]:
+                    Din = D[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
                     np.dot(Wl, Dout, Din)
+                    activation_derivative(act, Zin.reshape(n_in * ts), Din.reshape(n_in * ts))
                 else:
-                    mm_tile(Wl, Wc[:0], Dout, Din)
-                activation_derivative(act, Zin.reshape(n_in * ts), Din.reshape(n_in * ts))
+                    fin = 10 + act if act != 0 else 0
+                    mm_flat(Wl, Wc, -1, D, zo_out, D, zo_in, ts, fin, Z, zo_in)
     g[n_params] += loss
 
 
