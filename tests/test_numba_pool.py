@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 import fastbp
+import fastbp.backends.numba_backend
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
     pytest.skip("the numba backend is not available", allow_module_level=True)
 
+from fastbp.backends import _numba_kernels as K  # noqa: E402
 from fastbp.backends import _numba_pool as P  # noqa: E402
-from fastbp.backends import numba_backend  # noqa: E402
 from fastbp.backends.numba_backend import _EMPTY  # noqa: E402
 
 SIZES = [5, 16, 12, 3]
@@ -43,12 +44,12 @@ def _serial(f, W):
     k = f._kernel
     zd, ws, gbuf, wc, job = k._allocate()
     n_blocks = k.n_blocks(f.n_samples)
-    ctl = np.zeros(P.CTL_LEN, dtype=np.int64)
-    return P.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0)
+    ctl = np.zeros(K.CTL_LEN, dtype=np.int64)
+    return K.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0)
 
 
 def _worker_blocks(dtype=np.float64):
-    return int(P.get_pool(dtype).ctl[P.C_WORKER_BLOCKS])
+    return int(P.get_pool(dtype).ctl[K.C_WORKER_BLOCKS])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -137,9 +138,32 @@ def test_fork_child_gets_a_fresh_pool():
 def test_block_starts_cover_the_samples_in_order():
     for n in (1, 31, 32, 100, 200, 1000, 4097):
         for k in (1, 2, 3, 8):
-            starts = [P.block_start(b, n, k) for b in range(k + 1)]
+            starts = [K.block_start(b, n, k) for b in range(k + 1)]
             assert starts[0] == 0 and starts[-1] == n
             assert all(a <= b for a, b in zip(starts, starts[1:]))
-            assert all(s % numba_backend.K.PAD == 0 or s == n for s in starts)
+            assert all(s % K.PAD == 0 or s == n for s in starts)
             # balanced: no block longer than its share by more than a padding
-            assert all(b - a <= n / k + numba_backend.K.PAD for a, b in zip(starts, starts[1:]))
+            assert all(b - a <= n / k + K.PAD for a, b in zip(starts, starts[1:]))
+
+
+def test_compiled_code_lives_in_one_module():
+    """Numba's disk cache checks only the source file of the cached function; the entry point
+    compiles the kernels into itself, so every cached compiled function must share its file, or
+    an edit to one file would leave stale copies running from the cache."""
+    from numba.core.registry import CPUDispatcher
+
+    compiled = [
+        (module.__name__, name, obj.py_func.__module__)
+        for module in (K, P, fastbp.backends.numba_backend)
+        for name, obj in vars(module).items()
+        if isinstance(obj, CPUDispatcher)
+    ]
+    assert any(name == "run" for _, name, _ in compiled)
+    assert [c for c in compiled if c[2] != K.__name__] == []
+
+
+def test_scratch_is_aligned_for_every_thread():
+    net, f, W = _problem(n_threads=3, dtype=np.float32)
+    zd, ws, *_ = f._kernel._scratch
+    for rows in (zd, ws):
+        assert all(rows[i].ctypes.data % 64 == 0 for i in range(rows.shape[0]))

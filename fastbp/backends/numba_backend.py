@@ -42,7 +42,17 @@ _ROWS_BUDGET = 1 << 21
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
-_CTL_NONE = np.zeros(P.CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
+_CTL_NONE = np.zeros(K.CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
+
+
+def _aligned_zeros(shape, dtype, align=64):
+    """Zeros whose data starts on an ``align``-byte boundary (NumPy guarantees 16): the kernels'
+    8-lane loads then never straddle two cache lines."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    raw = np.zeros(n * dtype.itemsize + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def _readonly(a):
@@ -66,7 +76,7 @@ class NumbaKernel:
 
     def __init__(self, layout, n_threads):
         self.layout = layout
-        self.n_threads = max(1, min(int(n_threads), P.MAX_SLOTS))
+        self.n_threads = max(1, min(int(n_threads), K.MAX_SLOTS))
         sizes = np.asarray(layout.layer_sizes, dtype=np.int64)
         blas = [int(a * b >= BLAS_MIN_COEFS) for a, b in layout.coef_shapes]
         self.uses_blas = any(blas)
@@ -102,11 +112,12 @@ class NumbaKernel:
         """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
         gradient row; W in the compute dtype; the job table."""
         t, dt = (1 if self.uses_blas else self.n_threads), self.layout.dtype
-        zd = np.zeros((t, self._csize), dtype=dt)
-        ws = np.zeros((t, self._wsize), dtype=np.float64)
+        # rows padded to 64 bytes, so every thread's row starts aligned too
+        zd = _aligned_zeros((t, -(-self._csize * dt.itemsize // 64) * 64 // dt.itemsize), dt)
+        ws = _aligned_zeros((t, -(-self._wsize // 8) * 8), np.float64)
         gbuf = np.zeros((self._max_blocks, self.layout.n_params + 1), dtype=np.float64)
         wc = np.zeros(self.layout.n_params, dtype=dt)
-        job = np.zeros(P.JOB_LEN, dtype=np.int64)
+        job = np.zeros(K.JOB_LEN, dtype=np.int64)
         return zd, ws, gbuf, wc, job
 
     def n_blocks(self, n_samples):
@@ -115,7 +126,7 @@ class NumbaKernel:
         if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
             return 1
         per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
-        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, P.MAX_BLOCKS))
+        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, K.MAX_BLOCKS))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         n_blocks = self._n_blocks_of.get(X.shape[0])
@@ -139,7 +150,7 @@ class NumbaKernel:
                 if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
                     pool, n_slots = None, 1
             try:
-                loss, grad = P.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
+                loss, grad = K.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
                                    n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0)
             finally:
                 if pool is not None:
