@@ -167,3 +167,40 @@ def test_scratch_is_aligned_for_every_thread():
     zd, ws, *_ = f._kernel._scratch
     for rows in (zd, ws):
         assert all(rows[i].ctypes.data % 64 == 0 for i in range(rows.shape[0]))
+
+
+_PORTABLE_SCRIPT = r"""
+import sys
+import numpy as np
+import fastbp.backends._numba_kernels as K
+K._X86 = False    # as on ARM: spins timed by counting, no pause
+K._POSIX = False  # as on Windows: no sched_yield
+import fastbp
+rng = np.random.default_rng(0)
+X = rng.standard_normal((6000, 5))
+y = rng.integers(0, 3, 6000)
+net = fastbp.Network([5, 16, 12, 3], "tanh", "softmax", l2=1e-3, backend="numba", n_threads=2)
+W = net.init_weights(0)
+f = net.bind(X, y)
+first = f(W)
+for _ in range(200):
+    again = f(W)
+    assert again[0] == first[0] and np.array_equal(again[1], first[1])
+ref = fastbp.Network([5, 16, 12, 3], "tanh", "softmax", l2=1e-3, backend="numpy").bind(X, y)(W)
+assert abs(first[0] - ref[0]) <= 1e-12 * abs(ref[0])
+assert np.abs(first[1] - ref[1]).max() <= 1e-12 * np.abs(ref[1]).max()
+print("ok")
+"""
+
+
+def test_pool_without_tsc_or_sched_yield(tmp_path):
+    """The code paths for machines without x86's cycle counter and without POSIX sched_yield
+    compile and give the same results (compiled afresh in a subprocess with its own cache)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok")

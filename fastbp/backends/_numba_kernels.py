@@ -26,6 +26,7 @@ new architecture reuses the compiled code: only the dtype selects a specializati
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -1433,7 +1434,8 @@ C_STATE, C_DONE, C_JOB, C_STOP, C_WORKER_BLOCKS = 0, 8, 16, 24, 32
 CTL_LEN = 40
 MAX_SLOTS = 255
 MAX_BLOCKS = 4095
-#: A worker spins about this many TSC cycles after its last job before sleeping (~0.5 ms).
+#: A worker spins about this many TSC cycles after its last job before sleeping (~0.5 ms; where
+#: there is no TSC, this many spins: ~1-2 ms).
 SPIN_CYCLES = 1 << 21
 #: Spinning threads call sched_yield every YIELD_MASK + 1 pauses.
 YIELD_MASK = 1023
@@ -1444,6 +1446,7 @@ YIELD_MASK = 1023
 JOB_LEN = 24
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_POSIX = os.name == "posix"
 
 
 # ----------------------------------------------------------------------------------- intrinsics
@@ -1526,25 +1529,31 @@ def _relax(typingctx):
 
 @intrinsic
 def _sched_yield(typingctx):
-    """POSIX ``sched_yield()``: let a thread waiting for this core run."""
+    """POSIX ``sched_yield()``: let a thread waiting for this core run (nothing elsewhere)."""
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-        builder.call(fn, [])
+        if _POSIX:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
         return context.get_dummy_value()
 
     return types.none(), codegen
 
 
 @intrinsic
-def _cycles(typingctx):
-    """A cycle counter (x86's TSC): only differences are used, to time the spin."""
+def _clock(typingctx, spins):
+    """What times a spin: x86's time-stamp counter (cycles); elsewhere ``spins`` itself, since
+    other architectures' cycle counters may trap in user mode."""
+    if not isinstance(spins, types.Integer):
+        return None
 
     def codegen(context, builder, sig, args):
-        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(ir.IntType(64), []))
-        return builder.call(fn, [])
+        if _X86:
+            fn = builder.module.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(ir.IntType(64), []))
+            return builder.call(fn, [])
+        return context.cast(builder, args[0], sig.args[0], types.int64)
 
-    return types.int64(), codegen
+    return types.int64(spins), codegen
 
 
 @intrinsic
@@ -1636,8 +1645,8 @@ def _serve(ctl, slot, marker, spin_cycles):
     seen = _load_acquire(ctl, C_STATE) >> 32
     _claim(ctl, seen, slot, marker)  # a job published while this thread was waking is claimable
     while True:
-        t0 = _cycles()
         spins = 0
+        t0 = _clock(spins)
         gen = seen
         while gen == seen:
             if _load_acquire(ctl, C_STOP):
@@ -1646,7 +1655,7 @@ def _serve(ctl, slot, marker, spin_cycles):
             spins += 1
             if spins & YIELD_MASK == 0:
                 _sched_yield()  # a thread that shares this core runs first
-                if _cycles() - t0 > spin_cycles:
+                if _clock(spins) - t0 > spin_cycles:
                     return seen
             gen = _load_acquire(ctl, C_STATE) >> 32
         seen = gen
