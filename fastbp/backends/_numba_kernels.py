@@ -132,31 +132,6 @@ def _from_bits(typingctx, b):
     return types.float64(types.int64), codegen
 
 
-@intrinsic
-def _unmanaged(typingctx, arr):
-    """A view of ``arr`` without its reference-counted owner (meminfo NULL). Views derived from it
-    inside a call then skip NRT's atomic reference counts (a lock-prefixed add and subtract per
-    slice, row or reshape: about a microsecond a call on the small networks). Only for arrays the
-    caller keeps alive for the whole call, and never returned."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):
-        src = context.make_array(sig.args[0])(context, builder, args[0])
-        dst = context.make_array(sig.return_type)(context, builder)
-        null = context.get_constant_null(types.MemInfoPointer(types.voidptr))
-        dst.meminfo = null
-        dst.parent = context.get_constant_null(types.pyobject)
-        dst.nitems = src.nitems
-        dst.itemsize = src.itemsize
-        dst.data = src.data
-        dst.shape = src.shape
-        dst.strides = src.strides
-        return dst._getvalue()
-
-    return arr(arr), codegen
-
-
 # ------------------------------------------------------------------ explicit 8-lane vectors
 class Vec8(types.Type):
     """Eight lanes of a float dtype as one LLVM vector value: a register the tile products keep
@@ -358,18 +333,6 @@ def vabs(typingctx, x):
         return builder.call(fn, [args[0]])
 
     return x(x), codegen
-
-
-@intrinsic
-def vf64(typingctx, x):
-    """The lanes of ``x`` widened to float64 (as is when they are)."""
-    if not isinstance(x, Vec8):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _lanes(context, builder, sig.args[0], args[0], types.float64)
-
-    return Vec8(types.float64)(x), codegen
 
 
 @intrinsic
