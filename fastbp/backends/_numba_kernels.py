@@ -51,6 +51,7 @@ H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE, H_ROWS, H_GSIZE
 HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
 PAD = 16  # tiles are padded to a multiple of this many samples; tile sizes are multiples of it
 OUT_BLOCK = 256  # sample-major tiles evaluate the output layer over sub-tiles of this many samples
+GRAD_JC = 16  # grad_acc runs every block of input rows over this many output rows (in L1) at a time
 
 
 def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas, rows=False):
@@ -414,6 +415,73 @@ def vstc(typingctx, a, k, v):
     return types.none(a, k, v), codegen
 
 
+@intrinsic
+def vhsum8(typingctx, x0, x1, x2, x3, x4, x5, x6, x7):
+    """The lane sums of x0, ..., x7 as the eight lanes of one float64 vector (lane k: Σ lanes of xk).
+
+    A tree of shuffles and adds, 14 shuffles and 7 adds for the eight sums (one :func:`vhsum` each
+    would take 8 times 3 of both). Lane k sums in the fixed order ((0 + 4) + (2 + 6)) + ((1 + 5) +
+    (3 + 7)) of xk's lanes."""
+    tys = (x0, x1, x2, x3, x4, x5, x6, x7)
+    if not all(isinstance(t, Vec8) for t in tys):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = [_lanes(context, builder, t, a, types.float64) for t, a in zip(sig.args, args)]
+        mty = ir.VectorType(ir.IntType(32), 8)
+
+        def level(a, b, lo, hi):
+            return builder.fadd(
+                builder.shuffle_vector(a, b, ir.Constant(mty, lo)), builder.shuffle_vector(a, b, ir.Constant(mty, hi))
+            )
+
+        # halves, then quarters, then pairs of lanes; the inputs are taken in the order that
+        # leaves the sum of xk in lane k
+        h = [level(v[a], v[b], [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]) for a, b in _HSUM8_PAIRS]
+        q0 = level(h[0], h[1], [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+        q1 = level(h[2], h[3], [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+        return level(q0, q1, [0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15])
+
+    return Vec8(types.float64)(*tys), codegen
+
+
+_HSUM8_PAIRS = ((0, 4), (2, 6), (1, 5), (3, 7))
+
+
+@intrinsic
+def vadd_to(typingctx, G, k0, k1, v):
+    """``G.flat[k0 : k0 + 4] += v[0:4]`` and ``G.flat[k1 : k1 + 4] += v[4:8]`` (float64 G; k1 = k0 + 4
+    is one run of eight)."""
+    if not (isinstance(G, types.Array) and G.dtype == types.float64 and G.layout == "C" and isinstance(v, Vec8)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        x = _lanes(context, builder, sig.args[3], args[3], types.float64)
+        v4 = ir.VectorType(ir.DoubleType(), 4)
+        for kk, kt, half in ((args[1], sig.args[1], [0, 1, 2, 3]), (args[2], sig.args[2], [4, 5, 6, 7])):
+            k = context.cast(builder, kk, kt, types.intp)
+            ptr = builder.bitcast(builder.gep(arr.data, [k]), v4.as_pointer())
+            h = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), 4), half))
+            builder.store(builder.fadd(builder.load(ptr, align=8), h), ptr, align=8)
+        return context.get_dummy_value()
+
+    return types.none(G, k0, k1, v), codegen
+
+
+@intrinsic
+def vlane(typingctx, v, r):
+    """Lane ``r`` of ``v`` as a float64 scalar."""
+    if not (isinstance(v, Vec8) and isinstance(r, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = _lanes(context, builder, sig.args[0], args[0], types.float64)
+        return builder.extract_element(x, context.cast(builder, args[1], sig.args[1], types.int32))
+
+    return types.float64(v, r), codegen
+
+
 @njit(**_MATH)
 def exp_parts(x):
     """``(p, s)`` with e^x = (1 + p) · s, p = e^r − 1 for |r| ≤ ln2 / 2 and s = 2^k, x clamped to
@@ -702,54 +770,87 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
     ``Mt`` (F or C) is a type, so each direction gets its own addressing. Each register block is
     finished by :func:`_fin` (``mode``, z rows of ``Zd`` from ``zdo``) before its one store.
 
-    Register blocks of 4 outputs x 16 samples (8 accumulators); 2 leftover outputs go 2 x 32 and
-    a last one 1 x 32, so even a lone output keeps 4 sums in flight. Every sum runs from the bias
-    through inputs 0, 1, ... in FMA steps.
+    Register blocks of 8 outputs x 16 samples (16 accumulators: two FMA pipes of 4 cycles' latency
+    stay busy, and each input row is loaded once per 8 outputs); leftover outputs go 2 x 32 (as
+    many loads per multiply-add as 4 x 16, less code) and a last one 1 x 32, so even a lone output
+    keeps 4 sums in flight. Every sum runs from the bias through inputs 0, 1, ... in FMA steps.
     """
     n_out, n_in = Mt.shape
     zero = Mt[0, 0] - Mt[0, 0]
     j = 0
-    while j + 4 <= n_out:
+    while j + 8 <= n_out:
         b0 = ld(B, bo + j) if bo >= 0 else zero
         b1 = ld(B, bo + j + 1) if bo >= 0 else zero
         b2 = ld(B, bo + j + 2) if bo >= 0 else zero
         b3 = ld(B, bo + j + 3) if bo >= 0 else zero
+        b4 = ld(B, bo + j + 4) if bo >= 0 else zero
+        b5 = ld(B, bo + j + 5) if bo >= 0 else zero
+        b6 = ld(B, bo + j + 6) if bo >= 0 else zero
+        b7 = ld(B, bo + j + 7) if bo >= 0 else zero
         for s in range(0, ts, 16):
             a0 = vsplat(b0)
             a1 = vsplat(b1)
             a2 = vsplat(b2)
             a3 = vsplat(b3)
-            c0 = a0
-            c1 = a1
-            c2 = a2
-            c3 = a3
+            a4 = vsplat(b4)
+            a5 = vsplat(b5)
+            a6 = vsplat(b6)
+            a7 = vsplat(b7)
+            c0, c1, c2, c3, c4, c5, c6, c7 = a0, a1, a2, a3, a4, a5, a6, a7
             for i in range(n_in):
                 k = zi + i * ts + s
                 z = vld(Z, k)
                 y = vld(Z, k + 8)
-                m0 = Mt[j, i]
-                m1 = Mt[j + 1, i]
-                m2 = Mt[j + 2, i]
-                m3 = Mt[j + 3, i]
-                a0 = vfma(z, m0, a0)
-                c0 = vfma(y, m0, c0)
-                a1 = vfma(z, m1, a1)
-                c1 = vfma(y, m1, c1)
-                a2 = vfma(z, m2, a2)
-                c2 = vfma(y, m2, c2)
-                a3 = vfma(z, m3, a3)
-                c3 = vfma(y, m3, c3)
+                m = Mt[j, i]
+                a0 = vfma(z, m, a0)
+                c0 = vfma(y, m, c0)
+                m = Mt[j + 1, i]
+                a1 = vfma(z, m, a1)
+                c1 = vfma(y, m, c1)
+                m = Mt[j + 2, i]
+                a2 = vfma(z, m, a2)
+                c2 = vfma(y, m, c2)
+                m = Mt[j + 3, i]
+                a3 = vfma(z, m, a3)
+                c3 = vfma(y, m, c3)
+                m = Mt[j + 4, i]
+                a4 = vfma(z, m, a4)
+                c4 = vfma(y, m, c4)
+                m = Mt[j + 5, i]
+                a5 = vfma(z, m, a5)
+                c5 = vfma(y, m, c5)
+                m = Mt[j + 6, i]
+                a6 = vfma(z, m, a6)
+                c6 = vfma(y, m, c6)
+                m = Mt[j + 7, i]
+                a7 = vfma(z, m, a7)
+                c7 = vfma(y, m, c7)
             o = j * ts + s
             vst(A, ao + o, _fin(mode, a0, Zd, zdo + o))
             vst(A, ao + o + 8, _fin(mode, c0, Zd, zdo + o + 8))
-            vst(A, ao + o + ts, _fin(mode, a1, Zd, zdo + o + ts))
-            vst(A, ao + o + ts + 8, _fin(mode, c1, Zd, zdo + o + ts + 8))
-            vst(A, ao + o + 2 * ts, _fin(mode, a2, Zd, zdo + o + 2 * ts))
-            vst(A, ao + o + 2 * ts + 8, _fin(mode, c2, Zd, zdo + o + 2 * ts + 8))
-            vst(A, ao + o + 3 * ts, _fin(mode, a3, Zd, zdo + o + 3 * ts))
-            vst(A, ao + o + 3 * ts + 8, _fin(mode, c3, Zd, zdo + o + 3 * ts + 8))
-        j += 4
-    if j + 2 <= n_out:
+            o += ts
+            vst(A, ao + o, _fin(mode, a1, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c1, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a2, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c2, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a3, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c3, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a4, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c4, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a5, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c5, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a6, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c6, Zd, zdo + o + 8))
+            o += ts
+            vst(A, ao + o, _fin(mode, a7, Zd, zdo + o))
+            vst(A, ao + o + 8, _fin(mode, c7, Zd, zdo + o + 8))
+        j += 8
+    while j + 2 <= n_out:
         b0 = ld(B, bo + j) if bo >= 0 else zero
         b1 = ld(B, bo + j + 1) if bo >= 0 else zero
         for s in range(0, ts, 32):
@@ -831,123 +932,133 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
                 vst(A, ao + o + 24, _fin(mode, f0, Zd, zdo + o + 24))
 
 
-@njit(**_FAST)
+@njit(**_JIT)
 def grad_acc(Zin, Dout, G, gb):
     """G[i, j] += Σ_s z_i δ_j and gb[j] += Σ_s δ_j over the tile, summed in float64.
 
-    Blocks of four input rows by four output rows share their loads: sixteen dot products over
-    the samples per pass (64 x 64 on 208 samples: 30 -> 20 us against blocks of two by four), so
-    the loop is bound by multiply-adds rather than loads; the last rows go two (or one) at a time.
+    Explicit 8-lane sums over the samples: blocks of four input rows by four output rows share
+    their loads (sixteen accumulators, eight loads per sixteen multiply-adds), the sixteen lane
+    sums reduced together by :func:`vhsum8` at the end. The output rows are taken in groups of
+    ``GRAD_JC``, every input block running over one group before the next: the group's δ rows
+    stay in L1 while the z rows stream. Leftover outputs go 8 input rows at a time, leftover
+    inputs 8 outputs at a time. Each sum's order is fixed by the code alone.
     """
     n_in, ts = Zin.shape
     n_out = Dout.shape[0]
-    for j in range(n_out):
-        d = Dout[j]
-        acc = 0.0
-        for s in range(ts):
-            acc += np.float64(d[s])
-        gb[j] += acc
-    i = 0
-    while i + 4 <= n_in:
-        z0, z1, z2, z3 = Zin[i], Zin[i + 1], Zin[i + 2], Zin[i + 3]
+    # bias: eight output rows at a time
+    j = 0
+    while j + 8 <= n_out:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vsplat(0.0)
+        for s in range(0, ts, 8):
+            k = j * ts + s
+            a0 = vadd(a0, vldd(Dout, k))
+            a1 = vadd(a1, vldd(Dout, k + ts))
+            a2 = vadd(a2, vldd(Dout, k + 2 * ts))
+            a3 = vadd(a3, vldd(Dout, k + 3 * ts))
+            a4 = vadd(a4, vldd(Dout, k + 4 * ts))
+            a5 = vadd(a5, vldd(Dout, k + 5 * ts))
+            a6 = vadd(a6, vldd(Dout, k + 6 * ts))
+            a7 = vadd(a7, vldd(Dout, k + 7 * ts))
+        vadd_to(gb, j, j + 4, vhsum8(a0, a1, a2, a3, a4, a5, a6, a7))
+        j += 8
+    while j < n_out:
+        a0 = vsplat(0.0)
+        for s in range(0, ts, 8):
+            a0 = vadd(a0, vldd(Dout, j * ts + s))
+        gb[j] += vhsum(a0)
+        j += 1
+    n_in4 = n_in // 4 * 4
+    n_out4 = n_out // 4 * 4
+    # 4 x 4 blocks
+    for jc in range(0, n_out4, GRAD_JC):
+        je = min(n_out4, jc + GRAD_JC)
+        for i in range(0, n_in4, 4):
+            zi = i * ts
+            for j in range(jc, je, 4):
+                dj = j * ts
+                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = vsplat(0.0)
+                c0 = c1 = c2 = c3 = f0 = f1 = f2 = f3 = a0
+                for s in range(0, ts, 8):
+                    x = vldd(Zin, zi + s)
+                    y = vldd(Zin, zi + ts + s)
+                    u = vldd(Zin, zi + 2 * ts + s)
+                    v = vldd(Zin, zi + 3 * ts + s)
+                    e0 = vldd(Dout, dj + s)
+                    e1 = vldd(Dout, dj + ts + s)
+                    e2 = vldd(Dout, dj + 2 * ts + s)
+                    e3 = vldd(Dout, dj + 3 * ts + s)
+                    a0 = vmuladd(x, e0, a0)
+                    a1 = vmuladd(x, e1, a1)
+                    a2 = vmuladd(x, e2, a2)
+                    a3 = vmuladd(x, e3, a3)
+                    b0 = vmuladd(y, e0, b0)
+                    b1 = vmuladd(y, e1, b1)
+                    b2 = vmuladd(y, e2, b2)
+                    b3 = vmuladd(y, e3, b3)
+                    c0 = vmuladd(u, e0, c0)
+                    c1 = vmuladd(u, e1, c1)
+                    c2 = vmuladd(u, e2, c2)
+                    c3 = vmuladd(u, e3, c3)
+                    f0 = vmuladd(v, e0, f0)
+                    f1 = vmuladd(v, e1, f1)
+                    f2 = vmuladd(v, e2, f2)
+                    f3 = vmuladd(v, e3, f3)
+                r = i * n_out + j
+                vadd_to(G, r, r + n_out, vhsum8(a0, a1, a2, a3, b0, b1, b2, b3))
+                vadd_to(G, r + 2 * n_out, r + 3 * n_out, vhsum8(c0, c1, c2, c3, f0, f1, f2, f3))
+    # leftover input rows (n_in % 4 of them) by the outputs of the blocks, eight at a time
+    for i in range(n_in4, n_in):
+        zi = i * ts
         j = 0
-        while j + 4 <= n_out:
-            d0, d1, d2, d3 = Dout[j], Dout[j + 1], Dout[j + 2], Dout[j + 3]
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
-            c0 = c1 = c2 = c3 = f0 = f1 = f2 = f3 = 0.0
-            for s in range(ts):
-                x, y = np.float64(z0[s]), np.float64(z1[s])
-                u, v = np.float64(z2[s]), np.float64(z3[s])
-                e0, e1, e2, e3 = np.float64(d0[s]), np.float64(d1[s]), np.float64(d2[s]), np.float64(d3[s])
-                a0 += x * e0
-                a1 += x * e1
-                a2 += x * e2
-                a3 += x * e3
-                b0 += y * e0
-                b1 += y * e1
-                b2 += y * e2
-                b3 += y * e3
-                c0 += u * e0
-                c1 += u * e1
-                c2 += u * e2
-                c3 += u * e3
-                f0 += v * e0
-                f1 += v * e1
-                f2 += v * e2
-                f3 += v * e3
-            G[i, j] += a0
-            G[i, j + 1] += a1
-            G[i, j + 2] += a2
-            G[i, j + 3] += a3
-            G[i + 1, j] += b0
-            G[i + 1, j + 1] += b1
-            G[i + 1, j + 2] += b2
-            G[i + 1, j + 3] += b3
-            G[i + 2, j] += c0
-            G[i + 2, j + 1] += c1
-            G[i + 2, j + 2] += c2
-            G[i + 2, j + 3] += c3
-            G[i + 3, j] += f0
-            G[i + 3, j + 1] += f1
-            G[i + 3, j + 2] += f2
-            G[i + 3, j + 3] += f3
-            j += 4
-        while j < n_out:
-            d0 = Dout[j]
-            a0 = b0 = c0 = f0 = 0.0
-            for s in range(ts):
-                e0 = np.float64(d0[s])
-                a0 += np.float64(z0[s]) * e0
-                b0 += np.float64(z1[s]) * e0
-                c0 += np.float64(z2[s]) * e0
-                f0 += np.float64(z3[s]) * e0
-            G[i, j] += a0
-            G[i + 1, j] += b0
-            G[i + 2, j] += c0
-            G[i + 3, j] += f0
+        while j + 8 <= n_out4:
+            dj = j * ts
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vsplat(0.0)
+            for s in range(0, ts, 8):
+                x = vldd(Zin, zi + s)
+                a0 = vmuladd(x, vldd(Dout, dj + s), a0)
+                a1 = vmuladd(x, vldd(Dout, dj + ts + s), a1)
+                a2 = vmuladd(x, vldd(Dout, dj + 2 * ts + s), a2)
+                a3 = vmuladd(x, vldd(Dout, dj + 3 * ts + s), a3)
+                a4 = vmuladd(x, vldd(Dout, dj + 4 * ts + s), a4)
+                a5 = vmuladd(x, vldd(Dout, dj + 5 * ts + s), a5)
+                a6 = vmuladd(x, vldd(Dout, dj + 6 * ts + s), a6)
+                a7 = vmuladd(x, vldd(Dout, dj + 7 * ts + s), a7)
+            r = i * n_out + j
+            vadd_to(G, r, r + 4, vhsum8(a0, a1, a2, a3, a4, a5, a6, a7))
+            j += 8
+        while j < n_out4:
+            a0 = vsplat(0.0)
+            for s in range(0, ts, 8):
+                a0 = vmuladd(vldd(Zin, zi + s), vldd(Dout, j * ts + s), a0)
+            G[i, j] += vhsum(a0)
             j += 1
-        i += 4
-    while i < n_in:
-        za = Zin[i]
-        zb = Zin[i + 1] if i + 1 < n_in else Zin[i]  # an odd last row is computed twice, kept once
-        j = 0
-        while j + 4 <= n_out:
-            d0, d1, d2, d3 = Dout[j], Dout[j + 1], Dout[j + 2], Dout[j + 3]
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
-            for s in range(ts):
-                x = np.float64(za[s])
-                y = np.float64(zb[s])
-                e0, e1, e2, e3 = np.float64(d0[s]), np.float64(d1[s]), np.float64(d2[s]), np.float64(d3[s])
-                a0 += x * e0
-                a1 += x * e1
-                a2 += x * e2
-                a3 += x * e3
-                b0 += y * e0
-                b1 += y * e1
-                b2 += y * e2
-                b3 += y * e3
-            G[i, j] += a0
-            G[i, j + 1] += a1
-            G[i, j + 2] += a2
-            G[i, j + 3] += a3
-            if i + 1 < n_in:
-                G[i + 1, j] += b0
-                G[i + 1, j + 1] += b1
-                G[i + 1, j + 2] += b2
-                G[i + 1, j + 3] += b3
-            j += 4
-        while j < n_out:
-            d0 = Dout[j]
-            a0 = b0 = 0.0
-            for s in range(ts):
-                e0 = np.float64(d0[s])
-                a0 += np.float64(za[s]) * e0
-                b0 += np.float64(zb[s]) * e0
-            G[i, j] += a0
-            if i + 1 < n_in:
-                G[i + 1, j] += b0
-            j += 1
-        i += 2
+    # leftover output rows (n_out % 4 of them) by all inputs, eight at a time
+    for j in range(n_out4, n_out):
+        dj = j * ts
+        i = 0
+        while i + 8 <= n_in:
+            zi = i * ts
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vsplat(0.0)
+            for s in range(0, ts, 8):
+                e = vldd(Dout, dj + s)
+                a0 = vmuladd(vldd(Zin, zi + s), e, a0)
+                a1 = vmuladd(vldd(Zin, zi + ts + s), e, a1)
+                a2 = vmuladd(vldd(Zin, zi + 2 * ts + s), e, a2)
+                a3 = vmuladd(vldd(Zin, zi + 3 * ts + s), e, a3)
+                a4 = vmuladd(vldd(Zin, zi + 4 * ts + s), e, a4)
+                a5 = vmuladd(vldd(Zin, zi + 5 * ts + s), e, a5)
+                a6 = vmuladd(vldd(Zin, zi + 6 * ts + s), e, a6)
+                a7 = vmuladd(vldd(Zin, zi + 7 * ts + s), e, a7)
+            h = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+            for r in range(8):
+                G[i + r, j] += vlane(h, r)
+            i += 8
+        while i < n_in:
+            a0 = vsplat(0.0)
+            for s in range(0, ts, 8):
+                a0 = vmuladd(vldd(Zin, i * ts + s), vldd(Dout, dj + s), a0)
+            G[i, j] += vhsum(a0)
+            i += 1
 
 
 @njit(**_FAST)
