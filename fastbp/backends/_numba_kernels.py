@@ -940,36 +940,15 @@ def grad_acc(Zin, Dout, G, gb):
     their loads (sixteen accumulators, eight loads per sixteen multiply-adds), the sixteen lane
     sums reduced together by :func:`vhsum8` at the end. The output rows are taken in groups of
     ``GRAD_JC``, every input block running over one group before the next: the group's δ rows
-    stay in L1 while the z rows stream. Leftover outputs go 8 input rows at a time, leftover
-    inputs 8 outputs at a time. Each sum's order is fixed by the code alone.
+    stay in L1 while the z rows stream. The first input block also sums the bias rows from its
+    loads (a pass over δ less). Leftover outputs go 8 input rows at a time, leftover inputs 8
+    outputs at a time. Each sum's order is fixed by the code alone.
     """
     n_in, ts = Zin.shape
     n_out = Dout.shape[0]
-    # bias: eight output rows at a time
-    j = 0
-    while j + 8 <= n_out:
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vsplat(0.0)
-        for s in range(0, ts, 8):
-            k = j * ts + s
-            a0 = vadd(a0, vldd(Dout, k))
-            a1 = vadd(a1, vldd(Dout, k + ts))
-            a2 = vadd(a2, vldd(Dout, k + 2 * ts))
-            a3 = vadd(a3, vldd(Dout, k + 3 * ts))
-            a4 = vadd(a4, vldd(Dout, k + 4 * ts))
-            a5 = vadd(a5, vldd(Dout, k + 5 * ts))
-            a6 = vadd(a6, vldd(Dout, k + 6 * ts))
-            a7 = vadd(a7, vldd(Dout, k + 7 * ts))
-        vadd_to(gb, j, j + 4, vhsum8(a0, a1, a2, a3, a4, a5, a6, a7))
-        j += 8
-    while j < n_out:
-        a0 = vsplat(0.0)
-        for s in range(0, ts, 8):
-            a0 = vadd(a0, vldd(Dout, j * ts + s))
-        gb[j] += vhsum(a0)
-        j += 1
     n_in4 = n_in // 4 * 4
     n_out4 = n_out // 4 * 4
-    # 4 x 4 blocks
+    # 4 x 4 blocks; the first block of inputs also sums the bias rows, from the same loads
     for jc in range(0, n_out4, GRAD_JC):
         je = min(n_out4, jc + GRAD_JC)
         for i in range(0, n_in4, 4):
@@ -977,7 +956,7 @@ def grad_acc(Zin, Dout, G, gb):
             for j in range(jc, je, 4):
                 dj = j * ts
                 a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = vsplat(0.0)
-                c0 = c1 = c2 = c3 = f0 = f1 = f2 = f3 = a0
+                c0 = c1 = c2 = c3 = f0 = f1 = f2 = f3 = h0 = h1 = h2 = h3 = a0
                 for s in range(0, ts, 8):
                     x = vldd(Zin, zi + s)
                     y = vldd(Zin, zi + ts + s)
@@ -987,6 +966,11 @@ def grad_acc(Zin, Dout, G, gb):
                     e1 = vldd(Dout, dj + ts + s)
                     e2 = vldd(Dout, dj + 2 * ts + s)
                     e3 = vldd(Dout, dj + 3 * ts + s)
+                    if i == 0:
+                        h0 = vadd(h0, e0)
+                        h1 = vadd(h1, e1)
+                        h2 = vadd(h2, e2)
+                        h3 = vadd(h3, e3)
                     a0 = vmuladd(x, e0, a0)
                     a1 = vmuladd(x, e1, a1)
                     a2 = vmuladd(x, e2, a2)
@@ -1006,6 +990,17 @@ def grad_acc(Zin, Dout, G, gb):
                 r = i * n_out + j
                 vadd_to(G, r, r + n_out, vhsum8(a0, a1, a2, a3, b0, b1, b2, b3))
                 vadd_to(G, r + 2 * n_out, r + 3 * n_out, vhsum8(c0, c1, c2, c3, f0, f1, f2, f3))
+                if i == 0:
+                    gb[j] += vhsum(h0)
+                    gb[j + 1] += vhsum(h1)
+                    gb[j + 2] += vhsum(h2)
+                    gb[j + 3] += vhsum(h3)
+    # bias of the outputs no block summed
+    for j in range(n_out4 if n_in4 > 0 else 0, n_out):
+        a0 = vsplat(0.0)
+        for s in range(0, ts, 8):
+            a0 = vadd(a0, vldd(Dout, j * ts + s))
+        gb[j] += vhsum(a0)
     # leftover input rows (n_in % 4 of them) by the outputs of the blocks, eight at a time
     for i in range(n_in4, n_in):
         zi = i * ts
