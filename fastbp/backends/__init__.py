@@ -90,30 +90,33 @@ def get_backend(name):
 def choose(layout, n_samples):
     """The backend name ``"auto"`` picks for a call on ``n_samples`` samples with ``layout``.
 
-    The compiled kernels win over numpy wherever they exist, and ``cython`` won over ``numba`` at
-    every size measured, so the rule is an order of preference: ``cython``, then ``numba``, then
-    ``numpy``, whichever is available first. Medians of the bound objective, each backend alone
-    in its own process, on the case networks (2 shared cores, AVX-512, float64; numba as of
-    766db10, cython as of 9e211d8):
+    The compiled kernels win over numpy wherever they exist. ``cython`` is faster than ``numba`` on
+    the lab-sized calls and on ``large`` at small n; ``numba`` is up to 1.4× faster on narrow
+    networks from a few thousand samples on. But a fresh environment's first ``numba`` call
+    compiles for about 14 s, and at those sizes it saves 0.1-2 ms a call: a fit of a few hundred
+    calls never earns that back, while ``cython`` starts at once. So the rule is an order of
+    preference: ``cython``, then ``numba``, then ``numpy``, whichever is available first. Medians
+    of the bound objective, each backend alone in its own process (warm Numba cache), on the
+    case networks (2 shared cores, AVX-512, float64, every core; as of 1380224):
 
     ==========  =======  ========  =========
     case        n        cython    numba
     ==========  =======  ========  =========
-    seed4layer  50       5.9 us    11.9 us
-    seed4layer  200      10.4 us   21.9 us
-    seed4layer  100 000  3.5 ms    4.2 ms
-    multiclass  400      16.7 us   30.4 us
-    multiclass  20 000   0.61 ms   0.89 ms
-    medium      50       32 us     50 us
-    medium      10 000   2.1 ms    3.1 ms
-    medium      50 000   11.0 ms   15.7 ms
-    large       200      2.8 ms    3.4 ms
-    large       2000     25.8 ms   23.9 ms (within the noise)
-    large       20 000   221 ms    594 ms
+    seed4layer  50       4.9 us    7.0 us
+    seed4layer  200      7.9 us    9.3 us
+    seed4layer  100 000  2.91 ms   2.05 ms
+    multiclass  400      12.6 us   13.0 us
+    multiclass  20 000   0.50 ms   0.42 ms
+    medium      50       27.9 us   28.1 us
+    medium      10 000   1.88 ms   1.59 ms
+    medium      50 000   9.67 ms   7.85 ms
+    large       200      2.41 ms   2.60 ms
+    large       2000     23.5 ms   22.3 ms
+    large       20 000   223 ms    231 ms
     ==========  =======  ========  =========
 
-    ``n_samples`` and ``layout`` are kept in the signature for a size rule should the kernels
-    diverge again.
+    ``n_samples`` and ``layout`` stay in the signature for a size rule (``numba`` for narrow
+    networks on many samples) should that compile cost go away.
     """
     available = available_backends()
     for name in ("cython", "numba", "numpy"):
