@@ -73,7 +73,10 @@ def test_workers_take_blocks_and_wake_after_sleeping():
         while _worker_blocks() == before and time.monotonic() < deadline:
             f(W)
         assert _worker_blocks() > before, "no block ran on a worker thread"
-        time.sleep(0.05)  # far past the spin: the worker sleeps, and the next calls must wake it
+        # past the spin (~1 ms) the worker sleeps, and the next calls must wake it
+        deadline = time.monotonic() + 10
+        while P.get_pool(np.float64).sleepers < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert P.get_pool(np.float64).sleepers >= 1
 
 
