@@ -226,14 +226,14 @@ def test_new_architecture_does_not_recompile():
 
     call([3, 4, 1])
     call([3, 4, 1], sw=np.ones(20))
-    before = len(K.run.signatures), len(K.chunk.signatures)
+    before = len(K.run.signatures), len(K._chunk_units.signatures)
     for sizes in ([7, 1], [2, 30, 3, 5, 1], [9, 2, 2, 2, 2, 2, 1]):
         call(sizes)
         call(sizes, sw=rng.random(20))
-    assert (len(K.run.signatures), len(K.chunk.signatures)) == before
+    assert (len(K.run.signatures), len(K._chunk_units.signatures)) == before
     call([3, 4, 1], dtype=np.float32)  # a new dtype is the only new specialization
     assert len(K.run.signatures) <= before[0] + 1
-    assert len(K.chunk.signatures) <= before[1] + 1
+    assert len(K._chunk_units.signatures) <= before[1] + 1
 
 
 def test_concurrent_calls_are_correct():

@@ -45,7 +45,7 @@ def _serial(f, W):
     zd, ws, gbuf, wc, job = k._allocate()
     n_blocks = k.n_blocks(f.n_samples)
     ctl = np.zeros(K.CTL_LEN, dtype=np.int64)
-    return K.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0)
+    return K.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0, None)
 
 
 def _worker_blocks(dtype=np.float64):

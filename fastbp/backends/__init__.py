@@ -93,7 +93,7 @@ def choose(layout, n_samples):
     The compiled kernels win over numpy wherever they exist. ``cython`` is faster than ``numba`` on
     the lab-sized calls and on ``large`` at small n; ``numba`` is up to 1.4× faster on narrow
     networks from a few thousand samples on. But a fresh environment's first ``numba`` call
-    compiles for about 14 s, and at those sizes it saves 0.1-2 ms a call: a fit of a few hundred
+    compiles for 8-12 s, and at those sizes it saves 0.1-2 ms a call: a fit of a few hundred
     calls never earns that back, while ``cython`` starts at once. So the rule is an order of
     preference: ``cython``, then ``numba``, then ``numpy``, whichever is available first. Medians
     of the bound objective, each backend alone in its own process (warm Numba cache), on the

@@ -1252,17 +1252,13 @@ def output_tile(code, Z, ao, D, do, tsp, m, T, t0, ts, sw, ws):
 
 
 # ------------------------------------------------------------------------------------ one block
-@njit(**_JIT)
-def chunk(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
-    """Add the loss and gradient sums of samples ``[s_begin, s_end)`` into ``g`` (float64).
-
-    ``g[:n_params]`` receives Σ s_n ∂ℓ_n/∂W and ``g[n_params]`` Σ s_n ℓ_n. ``Wc`` is W in the
-    compute dtype; ``zd`` and ``ws`` are this block's scratch (compute dtype and float64).
-    """
-    if meta[H_ROWS]:
-        _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g)
-    else:
-        _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g)
+# A block kernel, _chunk_units (unit-major tiles, narrow networks) or _chunk_rows (sample-major
+# BLAS tiles, networks with a wide layer), called as
+#     f(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g)
+# adds the loss and gradient sums of samples [s_begin, s_end) into g (float64): g[:n_params]
+# receives Σ s_n ∂ℓ_n/∂W and g[n_params] Σ s_n ℓ_n. Wc is W in the compute dtype; zd and ws are
+# the block's scratch (compute dtype and float64). Which one a network uses is fixed by its
+# layout (meta[H_ROWS]); :func:`run` compiles only the one it is asked for.
 
 
 @njit(**_FAST)
@@ -1287,7 +1283,7 @@ def _grad_rows(Zin, Dout, Gt, Gl, gb):
 
 @njit(**_JIT)
 def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
-    """:func:`chunk` on sample-major tiles: every product is a gemm on C-contiguous blocks.
+    """The block kernel on sample-major tiles: every product is a gemm on C-contiguous blocks.
 
     ``Z_l`` is ``(ts, n_units)``; z^0 is the tile's rows of X, read in place. Per tile and layer:
     ``A = Z @ W`` forward, ``G += Z.T @ δ`` and ``δ_prev = δ @ W.T`` backward, each one BLAS call
@@ -1374,7 +1370,7 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
 
 @njit(**_JIT)
 def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
-    """:func:`chunk` on unit-major tiles (narrow networks: the inner loops run over samples)."""
+    """The block kernel on unit-major tiles (narrow networks: the inner loops run over samples)."""
     L = meta[H_L]
     act = meta[H_ACT]
     out = meta[H_OUT]
@@ -1667,11 +1663,12 @@ def block_start(b, n, n_blocks):
 
 
 @njit(**_INLINE)
-def _run_block(job, b, slot, marker):
+def _run_block(job, b, slot, marker, block_kernel):
     """Block ``b`` of the job described by ``job`` with thread ``slot``'s scratch.
 
     The arrays are rebuilt from their addresses (views without an owner: nothing is counted or
-    freed); ``marker`` is an empty array of the compute dtype.
+    freed); ``marker`` is an empty array of the compute dtype; ``block_kernel`` is
+    ``_chunk_units`` or ``_chunk_rows``.
     """
     dt = marker.dtype
     Wc = carray(_pointer(job[J_WC]), (job[J_NW],), dt)
@@ -1684,7 +1681,7 @@ def _run_block(job, b, slot, marker):
     g = carray(_pointer(job[J_G] + b * job[J_NG] * 8), (job[J_NG],), np.float64)
     n, n_blocks = job[J_N], job[J_K]
     g[:] = 0.0
-    chunk(Wc, X, T, sw, meta, block_start(b, n, n_blocks), block_start(b + 1, n, n_blocks), zd, ws, g)
+    block_kernel(Wc, X, T, sw, meta, block_start(b, n, n_blocks), block_start(b + 1, n, n_blocks), zd, ws, g)
 
 
 @njit(**_INLINE)
@@ -1700,7 +1697,7 @@ def _claim(ctl, gen, slot, marker):
         if _cas(ctl, C_STATE, st, st + 1):
             # the job cannot end while this block is unfinished: its table is still valid
             job = carray(_pointer(_load_acquire(ctl, C_JOB)), (JOB_LEN,), np.int64)
-            _run_block(job, nxt, slot, marker)
+            _run_block(job, nxt, slot, marker, _chunk_units)  # jobs on threads are unit-major
             if slot > 0:
                 _fetch_add(ctl, C_WORKER_BLOCKS, 1)  # a statistic: blocks the workers ran
             _fetch_add(ctl, C_DONE, 1)
@@ -1755,41 +1752,52 @@ def _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks):
 
 # --------------------------------------------------------------------------------- the driver
 @njit(**_JIT)
-def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, job, slot):
+def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, job, slot, rows):
     """Loss and gradient of every sample (``slot = 0``), or the life of worker ``slot`` (> 0).
+
+    ``rows``: None for unit-major networks, an (empty) array for sample-major BLAS networks. It
+    is tested with ``is None``, which Numba decides at compile time: each kind of network
+    compiles only its own block kernel (a lab-sized network's first call then does not wait for
+    the BLAS path's compilation), and BLAS networks never use the pool (they run one block and
+    let BLAS use the cores).
 
     ``slot = 0``: the blocks run on up to ``n_slots`` threads of the pool whose control array is
     ``ctl`` (``n_slots = 1``: all on the calling thread, ``ctl`` untouched). ``job`` is this
     call's table (scratch of the caller); ``zd``/``ws`` hold one row per slot, ``gbuf`` one per
     block (each block zeroes its own row). Returns ``(loss, grad)``.
 
-    ``slot > 0``: serve jobs of the pool ``ctl`` as :func:`_serve` does, spinning ``n_blocks``
-    cycles at most between two jobs; returns ``(the last generation seen or -1 to stop, an empty
-    array)``. The other arguments are placeholders of the caller's types, so the workers run the
-    very specialization the caller compiled.
+    ``slot > 0`` (``rows`` None): serve jobs of the pool ``ctl`` as :func:`_serve` does, spinning
+    ``n_blocks`` cycles at most between two jobs; returns ``(the last generation seen or -1 to
+    stop, an empty array)``. The other arguments are placeholders of the caller's types, so the
+    workers run the very specialization the caller compiled.
     """
     marker = Wc[:0]
-    if slot > 0:
-        return float(_serve(ctl, slot, marker, n_blocks)), np.empty(0, dtype=np.float64)
-    for p in range(W.shape[0]):
-        Wc[p] = W[p]
-    _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
-    if n_slots > 1 and n_blocks > 1:
-        ctl[C_DONE] = 0
-        ctl[C_JOB] = _address(job)
-        gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
-        _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
-        _claim(ctl, gen, 0, marker)
-        # every block is claimed; wait for those other threads are running
-        spins = 0
-        while _load_acquire(ctl, C_DONE) < n_blocks:
-            _relax()
-            spins += 1
-            if spins & 63 == 0:
-                _sched_yield()
+    if rows is None:
+        if slot > 0:
+            return float(_serve(ctl, slot, marker, n_blocks)), np.empty(0, dtype=np.float64)
+        for p in range(W.shape[0]):
+            Wc[p] = W[p]
+        _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
+        if n_slots > 1 and n_blocks > 1:
+            ctl[C_DONE] = 0
+            ctl[C_JOB] = _address(job)
+            gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
+            _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
+            _claim(ctl, gen, 0, marker)
+            # every block is claimed; wait for those other threads are running
+            spins = 0
+            while _load_acquire(ctl, C_DONE) < n_blocks:
+                _relax()
+                spins += 1
+                if spins & 63 == 0:
+                    _sched_yield()
+        else:
+            for b in range(n_blocks):
+                _run_block(job, b, 0, marker, _chunk_units)
     else:
+        for p in range(W.shape[0]):
+            Wc[p] = W[p]
+        _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
         for b in range(n_blocks):
-            _run_block(job, b, 0, marker)
+            _run_block(job, b, 0, marker, _chunk_rows)
     return _epilogue(W, gbuf, n_blocks, meta, scale, l2)
-
-

@@ -75,7 +75,7 @@ class Pool:
 
     def _serve_once(self, slot, spin_cycles):
         W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
-        return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, self.ctl, job, slot)[0]
+        return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, self.ctl, job, slot, None)[0]
 
     def _start(self, n_workers):
         # compile (or load) the workers' code here, not in a worker: a daemon thread still

@@ -43,6 +43,7 @@ _ROWS_BUDGET = 1 << 21
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
 _CTL_NONE = np.zeros(K.CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
+_ROWS = np.empty(0, dtype=np.int8)
 
 
 def _aligned_zeros(shape, dtype, align=64):
@@ -106,6 +107,7 @@ class NumbaKernel:
         self._lock = threading.Lock()
         self._scratch = self._allocate()
         self._n_blocks_of = {}
+        self._rows = _ROWS if self.uses_blas else None  # selects the sample-major block kernel
         self._pool = P.get_pool(layout.dtype) if self._max_blocks > 1 else None
 
     def _allocate(self):
@@ -151,7 +153,7 @@ class NumbaKernel:
                     pool, n_slots = None, 1
             try:
                 loss, grad = K.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
-                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0)
+                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
             finally:
                 if pool is not None:
                     pool.release()
