@@ -6,6 +6,8 @@ autograd and JAX ``jit(value_and_grad)`` when they import. One group per case, s
 off directly: ``pytest benchmarks/bench_objective.py --benchmark-only``.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -15,16 +17,23 @@ from fastbp.cases import CASES
 IMPLS = (*fastbp.available_backends(), "sklearn", "torch", "jax")
 
 
+SETTLE_S = 0.3
+
+
 def run_checked(benchmark, bench, f, W0, case_name, rtol):
     """Time ``f(W0)`` after checking that it computes the reference loss and gradient.
 
-    Measuring, a first untimed call warms up (JIT, thread pools) and is the one checked. Under
-    ``--benchmark-disable`` (CI) the single call the fixture makes is the one checked.
+    Measuring, a first untimed call warms up (JIT, thread pools) and is the one checked; then a
+    pause of ``SETTLE_S`` lets the thread pools of the benchmark before (OpenBLAS's spin for about
+    0.1 s after a threaded call, OpenMP's and XLA's a little) go to sleep, so they do not hold a
+    core while this one is timed. Under ``--benchmark-disable`` (CI) the single call the fixture
+    makes is the one checked.
     """
     if benchmark.disabled:
         loss, grad = benchmark(f, W0)
     else:
         loss, grad = f(W0)
+        time.sleep(SETTLE_S)
         benchmark(f, W0)
     bench.check_same(case_name, loss, np.asarray(grad), rtol=rtol)
 
