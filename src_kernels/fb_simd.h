@@ -11,10 +11,10 @@
  * `nsp` (a multiple of 8) lanes are computed; the lanes past the real samples carry zero deltas,
  * so they add exactly nothing to any gradient.
  *
- * Transcendentals: exp and expm1 by range reduction (x = k ln2 + r, |r| <= ln2/2) and a
- * degree-13 Taylor polynomial; log1p on [0, 1] by 2 atanh(e / (2 + e)). All are branch free
- * (ternaries become blends), accurate to a few units in the last place, and keep NaN and
- * infinity semantics: no -ffast-math anywhere.
+ * Transcendentals: exp by range reduction (x = k ln2 + r, |r| <= ln2/2) and a degree-13 Taylor
+ * polynomial, tanh by the same reduction and a [6/6] Pade approximant; log1p on [0, 1] by
+ * 2 atanh(e / (2 + e)). All are branch free (ternaries become blends), accurate to a few units in
+ * the last place, and keep NaN and infinity semantics: no -ffast-math anywhere.
  *
  * Every function comes in a double (_d) and a float (_f) version from one macro body. float
  * computes its transcendentals in double and rounds once, and accumulates gradients in double.
@@ -124,19 +124,6 @@ FB_INLINE fb_vd fb_expm1_small(fb_vd r)
     return r + (r * r) * p;
 }
 
-/* fb_expm1_small by Estrin's scheme: the same polynomial in pairs of terms, a shorter chain */
-FB_INLINE fb_vd fb_expm1_small_e(fb_vd r)
-{
-    fb_vd r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    fb_vd e0 = 0.5 + r * (1.0 / 6.0), e1 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    fb_vd e2 = 1.0 / 720.0 + r * (1.0 / 5040.0), e3 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-    fb_vd e4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-    fb_vd e5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    fb_vd f0 = e0 + r2 * e1, f1 = e2 + r2 * e3, f2 = e4 + r2 * e5;
-    fb_vd p = f0 + r4 * (f1 + r4 * f2);
-    return r + r2 * p;
-}
-
 /* exp(x) = 2^k1 2^k2 exp(r), x = k ln2 + r, k = k1 + k2: the split reaches overflow (inf above
  * 709.78) and gradual underflow (subnormals, then 0) with normal 2^k1, 2^k2. NaN stays NaN. */
 FB_INLINE fb_vd fb_vexp(fb_vd x)
@@ -149,8 +136,11 @@ FB_INLINE fb_vd fb_vexp(fb_vd x)
     return ((1.0 + fb_expm1_small(r)) * fb_pow2i(k1)) * fb_pow2i(k - k1);
 }
 
-/* tanh(x) = sign(x) (-m) / (2 + m), m = expm1(-2|x|) = 2^k expm1(r) + (2^k - 1): exact
- * relative accuracy near 0 (k = 0 there), no overflow (the argument is <= 0, clamped at -60) */
+/* tanh(x) = sign(x) (1 - e^y) / (1 + e^y), y = -2|x| (clamped at -60) = k ln2 + r, |r| <= ln2/2,
+ * e^y = s (E + O) / (E - O), s = 2^k, with the [6/6] Pade approximant of e^r (E, O its even and
+ * odd parts, relative error < 2e-19): tanh|x| = (E (1 - s) - O (1 + s)) / (E (1 + s) - O (1 - s)).
+ * 1 - s is exact and O carries the factor r: exact relative accuracy near 0 (k = 0, tanh = -2O /
+ * 2E); fewer multiply-adds than a Taylor series of expm1 and the same one division. */
 FB_INLINE fb_vd fb_vtanh(fb_vd x)
 {
     fb_vl sign = (fb_vl)x & (fb_vl)fb_bc(-0.0);
@@ -160,8 +150,10 @@ FB_INLINE fb_vd fb_vtanh(fb_vd x)
     fb_vd k = (y * FB_LOG2E + FB_SHIFTER) - FB_SHIFTER;
     fb_vd r = (y - k * FB_LN2_HI) - k * FB_LN2_LO;
     fb_vd s = fb_pow2i(k);
-    fb_vd m = s * fb_expm1_small_e(r) + (s - 1.0);
-    fb_vd t = -m / (2.0 + m);
+    fb_vd r2 = r * r;
+    fb_vd e = 1.0 + r2 * (5.0 / 44.0 + r2 * (1.0 / 792.0 + r2 * (1.0 / 665280.0)));
+    fb_vd o = r * (0.5 + r2 * (1.0 / 66.0 + r2 * (1.0 / 15840.0)));
+    fb_vd t = (e * (1.0 - s) - o * (1.0 + s)) / (e * (1.0 + s) - o * (1.0 - s));
     return (fb_vd)((fb_vl)t | sign);
 }
 
@@ -614,14 +606,76 @@ static void fb_gacc_flush(double *G, fb_idx n_in, fb_idx n, fb_idx npad, double 
 FB_DEFINE_GACC(double, fb_vd, d)
 FB_DEFINE_GACC(float, fb_vf, f)
 
-/* AVX-512 variant of fb_matmul_tile: 4 outputs x 16 lanes per register block (8 accumulators),
- * the same sums in the same order (bias, then inputs c = 0, 1, ...) as fb_matmul_tile */
+/* AVX-512 variant of fb_matmul_tile: 8 outputs x 16 lanes per register block (16 accumulators;
+ * 4 x 16 gave 8, too few to hide the multiply-add latency), then 4 x 16 for the rest: the same
+ * sums in the same order (bias, then inputs c = 0, 1, ...) as fb_matmul_tile */
 #define FB_DEFINE_MATMUL_WIDE(T, VT, SFX)                                                         \
 FB_V4 static void fb_matmul16_##SFX(const T *M, fb_idx so, fb_idx si, const T *bias,             \
                                     const T *Zin, fb_idx n_in, T *Aout, fb_idx n_out,             \
                                     fb_idx nsp, fb_idx ld, int act, const T *Zd)                  \
 {                                                                                                 \
     fb_idx o = 0;                                                                                 \
+    for (; o + 8 <= n_out; o += 8) { /* 8 outputs x 16 lanes: 16 accumulators */                  \
+        T b0 = bias ? bias[o] : 0, b1 = bias ? bias[o + 1] : 0;                                   \
+        T b2 = bias ? bias[o + 2] : 0, b3 = bias ? bias[o + 3] : 0;                               \
+        T b4 = bias ? bias[o + 4] : 0, b5 = bias ? bias[o + 5] : 0;                               \
+        T b6 = bias ? bias[o + 6] : 0, b7 = bias ? bias[o + 7] : 0;                               \
+        const T *mo = M + o * so;                                                                 \
+        fb_idx s = 0;                                                                             \
+        for (; s + 2 * FB_LANES <= nsp; s += 2 * FB_LANES) {                                      \
+            VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
+            VT a4 = (VT){0} + b4, a5 = (VT){0} + b5, a6 = (VT){0} + b6, a7 = (VT){0} + b7;        \
+            VT c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5, c6 = a6, c7 = a7;            \
+            const T *m = mo, *zc = Zin + s;                                                       \
+            for (fb_idx c = 0; c < n_in; c++, m += si, zc += ld) {                                \
+                VT z = fb_ld_##SFX(zc), y = fb_ld_##SFX(zc + FB_LANES);                           \
+                T m0 = m[0], m1 = m[so], m2 = m[2 * so], m3 = m[3 * so];                          \
+                T m4 = m[4 * so], m5 = m[5 * so], m6 = m[6 * so], m7 = m[7 * so];                 \
+                a0 += m0 * z; c0 += m0 * y;                                                       \
+                a1 += m1 * z; c1 += m1 * y;                                                       \
+                a2 += m2 * z; c2 += m2 * y;                                                       \
+                a3 += m3 * z; c3 += m3 * y;                                                       \
+                a4 += m4 * z; c4 += m4 * y;                                                       \
+                a5 += m5 * z; c5 += m5 * y;                                                       \
+                a6 += m6 * z; c6 += m6 * y;                                                       \
+                a7 += m7 * z; c7 += m7 * y;                                                       \
+            }                                                                                     \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s, a1);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s, a2);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s, a3);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 4) * ld + s, a4);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 5) * ld + s, a5);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 6) * ld + s, a6);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 7) * ld + s, a7);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s + FB_LANES, c0);                            \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s + FB_LANES, c1);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s + FB_LANES, c2);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s + FB_LANES, c3);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 4) * ld + s + FB_LANES, c4);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 5) * ld + s + FB_LANES, c5);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 6) * ld + s + FB_LANES, c6);                      \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 7) * ld + s + FB_LANES, c7);                      \
+        }                                                                                         \
+        for (; s < nsp; s += FB_LANES) {                                                          \
+            VT a0 = (VT){0} + b0, a1 = (VT){0} + b1, a2 = (VT){0} + b2, a3 = (VT){0} + b3;        \
+            VT a4 = (VT){0} + b4, a5 = (VT){0} + b5, a6 = (VT){0} + b6, a7 = (VT){0} + b7;        \
+            const T *m = mo, *zc = Zin + s;                                                       \
+            for (fb_idx c = 0; c < n_in; c++, m += si, zc += ld) {                                \
+                VT z = fb_ld_##SFX(zc);                                                           \
+                a0 += m[0] * z; a1 += m[so] * z; a2 += m[2 * so] * z; a3 += m[3 * so] * z;        \
+                a4 += m[4 * so] * z; a5 += m[5 * so] * z; a6 += m[6 * so] * z; a7 += m[7 * so] * z;\
+            }                                                                                     \
+            fb_fin_st_##SFX(act, Zd, Aout, o * ld + s, a0);                                       \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 1) * ld + s, a1);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 2) * ld + s, a2);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 3) * ld + s, a3);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 4) * ld + s, a4);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 5) * ld + s, a5);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 6) * ld + s, a6);                                 \
+            fb_fin_st_##SFX(act, Zd, Aout, (o + 7) * ld + s, a7);                                 \
+        }                                                                                         \
+    }                                                                                             \
     for (; o + 4 <= n_out; o += 4) {                                                              \
         T b0 = bias ? bias[o] : 0, b1 = bias ? bias[o + 1] : 0;                                   \
         T b2 = bias ? bias[o + 2] : 0, b3 = bias ? bias[o + 3] : 0;                               \
