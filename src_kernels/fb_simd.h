@@ -544,11 +544,59 @@ FB_DISPATCH static void fb_gacc8_##SFX(const T *Z, fb_idx n_in, const T *DT, fb_
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* AVX-512: 4 rows x 16 columns per register block (8 accumulators), then fb_gacc8 for the rest */\
+/* AVX-512: 4 rows x 32, then x 16 columns per register block (16, 8 accumulators), then fb_gacc8 */\
 FB_V4 static void fb_gacc16_##SFX(const T *Z, fb_idx n_in, const T *DT, fb_idx npad, double *G,  \
                                   fb_idx nsp, fb_idx ld)                                          \
 {                                                                                                 \
     fb_idx j = 0;                                                                                 \
+    for (; j + 32 <= npad; j += 32) { /* 4 rows x 32 columns: 16 accumulators */                  \
+        fb_idx i = 0;                                                                             \
+        for (; i + 4 <= n_in; i += 4) {                                                           \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g + 0 * npad), b0 = fb_ld_d(g + 0 * npad + 8);                     \
+            fb_vd c0 = fb_ld_d(g + 0 * npad + 16), e0 = fb_ld_d(g + 0 * npad + 24);               \
+            fb_vd a1 = fb_ld_d(g + 1 * npad), b1 = fb_ld_d(g + 1 * npad + 8);                     \
+            fb_vd c1 = fb_ld_d(g + 1 * npad + 16), e1 = fb_ld_d(g + 1 * npad + 24);               \
+            fb_vd a2 = fb_ld_d(g + 2 * npad), b2 = fb_ld_d(g + 2 * npad + 8);                     \
+            fb_vd c2 = fb_ld_d(g + 2 * npad + 16), e2 = fb_ld_d(g + 2 * npad + 24);               \
+            fb_vd a3 = fb_ld_d(g + 3 * npad), b3 = fb_ld_d(g + 3 * npad + 8);                     \
+            fb_vd c3 = fb_ld_d(g + 3 * npad + 16), e3 = fb_ld_d(g + 3 * npad + 24);               \
+            const T *z = Z + i * ld;                                                              \
+            const T *dt = DT + j;                                                                 \
+            for (fb_idx s = 0; s < nsp; s++, dt += npad) {                                        \
+                fb_vd d0 = fb_wide_##SFX(fb_ld_##SFX(dt)), d1 = fb_wide_##SFX(fb_ld_##SFX(dt + 8));\
+                fb_vd d2 = fb_wide_##SFX(fb_ld_##SFX(dt + 16)), d3 = fb_wide_##SFX(fb_ld_##SFX(dt + 24));\
+                double z0 = (double)z[s], z1 = (double)z[ld + s];                                 \
+                double z2 = (double)z[2 * ld + s], z3 = (double)z[3 * ld + s];                    \
+                a0 += z0 * d0; b0 += z0 * d1; c0 += z0 * d2; e0 += z0 * d3;                       \
+                a1 += z1 * d0; b1 += z1 * d1; c1 += z1 * d2; e1 += z1 * d3;                       \
+                a2 += z2 * d0; b2 += z2 * d1; c2 += z2 * d2; e2 += z2 * d3;                       \
+                a3 += z3 * d0; b3 += z3 * d1; c3 += z3 * d2; e3 += z3 * d3;                       \
+            }                                                                                     \
+            fb_st_d(g + 0 * npad, a0); fb_st_d(g + 0 * npad + 8, b0);                             \
+            fb_st_d(g + 0 * npad + 16, c0); fb_st_d(g + 0 * npad + 24, e0);                       \
+            fb_st_d(g + 1 * npad, a1); fb_st_d(g + 1 * npad + 8, b1);                             \
+            fb_st_d(g + 1 * npad + 16, c1); fb_st_d(g + 1 * npad + 24, e1);                       \
+            fb_st_d(g + 2 * npad, a2); fb_st_d(g + 2 * npad + 8, b2);                             \
+            fb_st_d(g + 2 * npad + 16, c2); fb_st_d(g + 2 * npad + 24, e2);                       \
+            fb_st_d(g + 3 * npad, a3); fb_st_d(g + 3 * npad + 8, b3);                             \
+            fb_st_d(g + 3 * npad + 16, c3); fb_st_d(g + 3 * npad + 24, e3);                       \
+        }                                                                                         \
+        for (; i < n_in; i++) {                                                                   \
+            double *g = G + i * npad + j;                                                         \
+            fb_vd a0 = fb_ld_d(g), b0 = fb_ld_d(g + 8), c0 = fb_ld_d(g + 16), e0 = fb_ld_d(g + 24);\
+            const T *z = Z + i * ld;                                                              \
+            const T *dt = DT + j;                                                                 \
+            for (fb_idx s = 0; s < nsp; s++, dt += npad) {                                        \
+                double z0 = (double)z[s];                                                         \
+                a0 += z0 * fb_wide_##SFX(fb_ld_##SFX(dt));                                        \
+                b0 += z0 * fb_wide_##SFX(fb_ld_##SFX(dt + 8));                                    \
+                c0 += z0 * fb_wide_##SFX(fb_ld_##SFX(dt + 16));                                   \
+                e0 += z0 * fb_wide_##SFX(fb_ld_##SFX(dt + 24));                                   \
+            }                                                                                     \
+            fb_st_d(g, a0); fb_st_d(g + 8, b0); fb_st_d(g + 16, c0); fb_st_d(g + 24, e0);         \
+        }                                                                                         \
+    }                                                                                             \
     for (; j + 16 <= npad; j += 16) {                                                             \
         fb_idx i = 0;                                                                             \
         for (; i + 4 <= n_in; i += 4) {                                                           \
