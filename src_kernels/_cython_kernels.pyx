@@ -61,8 +61,10 @@ cdef extern from "fb_simd.h" nogil:
     void fb_load_tile_f(const float *X, idx n_in, float *Z, idx ns, idx nsp, idx ld)
     void fb_add_bias_d(double *A, const double *b, idx n, idx nsp, idx ld)
     void fb_add_bias_f(float *A, const float *b, idx n, idx nsp, idx ld)
-    void fb_transpose_tile_d(const double *D, idx n, double *DT, idx npad, idx nsp, idx ld)
-    void fb_transpose_tile_f(const float *D, idx n, float *DT, idx npad, idx nsp, idx ld)
+    void fb_transpose_tile_d(const double *D, idx n, double *DT, idx npad, idx nsp, idx ld,
+                             double *db)
+    void fb_transpose_tile_f(const float *D, idx n, float *DT, idx npad, idx nsp, idx ld,
+                             double *db)
     void fb_gacc_d(int wide, const double *Z, idx n_in, const double *DT, idx npad, double *G,
                    idx nsp, idx ld)
     void fb_gacc_f(int wide, const float *Z, idx n_in, const float *DT, idx npad, double *G,
@@ -281,14 +283,13 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
                         gW[i] += gtmp[i]
                     fb_bias_grad_tile_f(D, n_out, gb, nsp, ld)
             elif p.gacc[l]:  # rank-1 updates over the tile's samples into G (no lane sums)
+                # the bias gradient summed by the transpose, from its own loads (no pass over D)
                 if floating is double:
-                    fb_transpose_tile_d(D, n_out, DT, p.npad[l], nsp, ld)
+                    fb_transpose_tile_d(D, n_out, DT, p.npad[l], nsp, ld, gb)
                     fb_gacc_d(p.wide, Z, n_in, DT, p.npad[l], G + p.gacc_off[l], nsp, ld)
-                    fb_bias_grad_tile_d(D, n_out, gb, nsp, ld)
                 else:
-                    fb_transpose_tile_f(D, n_out, DT, p.npad[l], nsp, ld)
+                    fb_transpose_tile_f(D, n_out, DT, p.npad[l], nsp, ld, gb)
                     fb_gacc_f(p.wide, Z, n_in, DT, p.npad[l], G + p.gacc_off[l], nsp, ld)
-                    fb_bias_grad_tile_f(D, n_out, gb, nsp, ld)
             else:
                 if floating is double:
                     fb_grad_tile_d(Z, n_in, D, n_out, gW, gb, nsp, ld)

@@ -461,8 +461,9 @@ FB_DEFINE(float, fb_vf, f)
  * tile. G (double, n_in x npad) accumulates over a block's tiles and is added into the gradient
  * once per block (fb_gacc_flush). Each G entry sums its samples in order, whatever the blocking,
  * so every instruction set gives the same sums. */
-/* out[c * os + r] = in[r * is + c], r, c < 8: an 8 x 8 block of doubles transposed in registers */
-FB_INLINE void fb_tr8(const double *in, fb_idx is, double *out, fb_idx os)
+/* out[c * os + r] = in[r * is + c], r, c < 8: an 8 x 8 block of doubles transposed in registers;
+ * acc[r] += in[r * is + c] over c = 0 ... 7 in order, from the transposed rows (the bias sums) */
+FB_INLINE void fb_tr8(const double *in, fb_idx is, double *out, fb_idx os, double *acc)
 {
     typedef long long vi __attribute__((vector_size(64)));
     fb_vd r0 = fb_ld_d(in), r1 = fb_ld_d(in + is), r2 = fb_ld_d(in + 2 * is),
@@ -485,30 +486,42 @@ FB_INLINE void fb_tr8(const double *in, fb_idx is, double *out, fb_idx os)
     fb_vd u5 = __builtin_shuffle(t5, t7, (vi){0, 1, 8, 9, 4, 5, 12, 13});
     fb_vd u6 = __builtin_shuffle(t4, t6, (vi){2, 3, 10, 11, 6, 7, 14, 15});
     fb_vd u7 = __builtin_shuffle(t5, t7, (vi){2, 3, 10, 11, 6, 7, 14, 15});
-    fb_st_d(out, __builtin_shuffle(u0, u4, (vi){0, 1, 2, 3, 8, 9, 10, 11}));
-    fb_st_d(out + os, __builtin_shuffle(u1, u5, (vi){0, 1, 2, 3, 8, 9, 10, 11}));
-    fb_st_d(out + 2 * os, __builtin_shuffle(u2, u6, (vi){0, 1, 2, 3, 8, 9, 10, 11}));
-    fb_st_d(out + 3 * os, __builtin_shuffle(u3, u7, (vi){0, 1, 2, 3, 8, 9, 10, 11}));
-    fb_st_d(out + 4 * os, __builtin_shuffle(u0, u4, (vi){4, 5, 6, 7, 12, 13, 14, 15}));
-    fb_st_d(out + 5 * os, __builtin_shuffle(u1, u5, (vi){4, 5, 6, 7, 12, 13, 14, 15}));
-    fb_st_d(out + 6 * os, __builtin_shuffle(u2, u6, (vi){4, 5, 6, 7, 12, 13, 14, 15}));
-    fb_st_d(out + 7 * os, __builtin_shuffle(u3, u7, (vi){4, 5, 6, 7, 12, 13, 14, 15}));
+    fb_vd o0 = __builtin_shuffle(u0, u4, (vi){0, 1, 2, 3, 8, 9, 10, 11});
+    fb_vd o1 = __builtin_shuffle(u1, u5, (vi){0, 1, 2, 3, 8, 9, 10, 11});
+    fb_vd o2 = __builtin_shuffle(u2, u6, (vi){0, 1, 2, 3, 8, 9, 10, 11});
+    fb_vd o3 = __builtin_shuffle(u3, u7, (vi){0, 1, 2, 3, 8, 9, 10, 11});
+    fb_vd o4 = __builtin_shuffle(u0, u4, (vi){4, 5, 6, 7, 12, 13, 14, 15});
+    fb_vd o5 = __builtin_shuffle(u1, u5, (vi){4, 5, 6, 7, 12, 13, 14, 15});
+    fb_vd o6 = __builtin_shuffle(u2, u6, (vi){4, 5, 6, 7, 12, 13, 14, 15});
+    fb_vd o7 = __builtin_shuffle(u3, u7, (vi){4, 5, 6, 7, 12, 13, 14, 15});
+    fb_st_d(out, o0);
+    fb_st_d(out + os, o1);
+    fb_st_d(out + 2 * os, o2);
+    fb_st_d(out + 3 * os, o3);
+    fb_st_d(out + 4 * os, o4);
+    fb_st_d(out + 5 * os, o5);
+    fb_st_d(out + 6 * os, o6);
+    fb_st_d(out + 7 * os, o7);
+    fb_st_d(acc, ((((((((fb_ld_d(acc) + o0) + o1) + o2) + o3) + o4) + o5) + o6) + o7));
 }
 
 #define FB_DEFINE_GACC(T, VT, SFX)                                                                \
+/* DT[s * npad + j] = D[j * ld + s] (0 for n <= j < npad), and db[j] += D[j * ld + s] in double,  \
+ * s = 0, 1, ... in order: the bias gradient from the transpose's own loads */                    \
 FB_DISPATCH static void fb_transpose_tile_##SFX(const T *D, fb_idx n, T *DT, fb_idx npad,         \
-                                                fb_idx nsp, fb_idx ld)                            \
+                                                fb_idx nsp, fb_idx ld, double *db)                \
 {                                                                                                 \
-    if (sizeof(T) == 8 && n == npad) { /* 8 x 8 blocks through registers (copies: same bits) */  \
+    if (sizeof(T) == 8 && n == npad) { /* 8 x 8 blocks through registers (copies: same bits) */   \
         for (fb_idx s = 0; s < nsp; s += 8)                                                       \
             for (fb_idx j = 0; j < n; j += 8) fb_tr8((const double *)D + j * ld + s, ld,          \
-                                                     (double *)DT + s * npad + j, npad);          \
+                                                     (double *)DT + s * npad + j, npad, db + j);  \
         return;                                                                                   \
     }                                                                                             \
     for (fb_idx s = 0; s < nsp; s++) {                                                            \
         T *r = DT + s * npad;                                                                     \
         for (fb_idx j = 0; j < n; j++) r[j] = D[j * ld + s];                                      \
         for (fb_idx j = n; j < npad; j++) r[j] = (T)0;                                            \
+        for (fb_idx j = 0; j < n; j++) db[j] += (double)r[j];                                     \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
