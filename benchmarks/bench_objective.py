@@ -18,6 +18,7 @@ IMPLS = (*fastbp.available_backends(), "sklearn", "torch", "jax")
 
 
 SETTLE_S = 0.3
+WARMUP_S = 0.2
 
 
 def run_checked(benchmark, bench, f, W0, case_name, rtol):
@@ -26,14 +27,20 @@ def run_checked(benchmark, bench, f, W0, case_name, rtol):
     Measuring, a first untimed call warms up (JIT, thread pools) and is the one checked; then a
     pause of ``SETTLE_S`` lets the thread pools of the benchmark before (OpenBLAS's spin for about
     0.1 s after a threaded call, OpenMP's and XLA's a little) go to sleep, so they do not hold a
-    core while this one is timed. Under ``--benchmark-disable`` (CI) the single call the fixture
-    makes is the one checked.
+    core while this one is timed, and ``WARMUP_S`` of untimed calls let this one's threads settle
+    (Linux first runs a thread woken by the caller on the caller's core; after another library's
+    threads had run, the kernels' workers were seen to need tens of milliseconds to get a core of
+    their own). What is timed is the steady state an optimizer's hundreds of calls see. Under
+    ``--benchmark-disable`` (CI) the single call the fixture makes is the one checked.
     """
     if benchmark.disabled:
         loss, grad = benchmark(f, W0)
     else:
         loss, grad = f(W0)
         time.sleep(SETTLE_S)
+        start = time.perf_counter()
+        while time.perf_counter() - start < WARMUP_S:
+            f(W0)
         benchmark(f, W0)
     bench.check_same(case_name, loss, np.asarray(grad), rtol=rtol)
 
