@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 import numpy as np
 from llvmlite import ir
@@ -1496,6 +1497,7 @@ def _epilogue(W, gbuf, n_chunks, meta, scale, l2):
 # 64-byte lines. state = gen << 32 | T << 24 | K << 12 | next; worker blocks counts the blocks
 # that threads other than the caller ran (the tests read it).
 C_STATE, C_DONE, C_JOB, C_STOP, C_WORKER_BLOCKS = 0, 8, 16, 24, 32
+C_MAINCPU = 17  # the caller's CPU at publication (written before the state, on the job's line)
 CTL_LEN = 40
 MAX_SLOTS = 255
 MAX_BLOCKS = 4095
@@ -1504,6 +1506,9 @@ MAX_BLOCKS = 4095
 SPIN_CYCLES = 1 << 21
 #: Spinning threads call sched_yield every YIELD_MASK + 1 pauses.
 YIELD_MASK = 1023
+#: A gap longer than this between two looks at the clock of a spinning worker (normally tens of
+#: microseconds apart) was spent off the CPU and does not count toward its spin.
+OFF_CPU_CYCLES = 1 << 18
 
 # job table: addresses and shapes of one call's arrays
 (J_WC, J_NW, J_X, J_N, J_NIN, J_T, J_M, J_SW, J_NSW, J_META, J_NMETA,
@@ -1512,6 +1517,7 @@ JOB_LEN = 24
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _POSIX = os.name == "posix"
+_LINUX = sys.platform.startswith("linux")
 
 
 # ----------------------------------------------------------------------------------- intrinsics
@@ -1590,6 +1596,48 @@ def _relax(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+@intrinsic
+def _getcpu(typingctx):
+    """Linux's ``sched_getcpu()``: the CPU this thread runs on (-1 elsewhere)."""
+
+    def codegen(context, builder, sig, args):
+        if _LINUX:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_getcpu")
+            return builder.sext(builder.call(fn, []), ir.IntType(64))
+        return ir.Constant(ir.IntType(64), -1)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _affinity(typingctx, set_it, mask):
+    """Linux's ``sched_getaffinity`` (``set_it`` 0) or ``sched_setaffinity`` (1) of this thread,
+    with ``mask`` an int64 array of 16 words (1024 CPUs); returns the call's status (-1
+    elsewhere)."""
+    if not (isinstance(mask, types.Array) and mask.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if not _LINUX:
+            return ir.Constant(ir.IntType(64), -1)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        fnty = ir.FunctionType(i32, [i32, i64, ir.IntType(8).as_pointer()])
+        get = cgutils.get_or_insert_function(builder.module, fnty, "sched_getaffinity")
+        put = cgutils.get_or_insert_function(builder.module, fnty, "sched_setaffinity")
+        arr = context.make_array(sig.args[1])(context, builder, args[1])
+        ptr = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+        argv = [ir.Constant(i32, 0), ir.Constant(i64, 128), ptr]
+        res = builder.alloca(i32)
+        with builder.if_else(builder.icmp_signed("!=", args[0], ir.Constant(args[0].type, 0))) as (then, other):
+            with then:
+                builder.store(builder.call(put, argv), res)
+            with other:
+                builder.store(builder.call(get, argv), res)
+        return builder.sext(builder.load(res), i64)
+
+    return types.int64(set_it, mask), codegen
 
 
 @intrinsic
@@ -1705,14 +1753,43 @@ def _claim(ctl, gen, slot, marker):
 
 
 @njit(**_INLINE)
+def _leave_cpu(cpu):
+    """Move this thread off ``cpu`` now (the kernel migrates a thread whose new affinity excludes
+    its CPU at once), then give it back its own affinity: a worker woken by the caller is first
+    run on the caller's core (Linux's wake-affine placement) and was seen to stay there, taking
+    its blocks only in turns with the caller, for tens of milliseconds."""
+    own = np.zeros(16, dtype=np.int64)
+    if cpu < 0 or cpu >= 1024 or _affinity(0, own) != 0:
+        return
+    other = own.copy()
+    other[cpu // 64] &= ~(np.int64(1) << (cpu % 64))
+    for w in range(16):
+        if other[w] != 0:
+            _affinity(1, other)
+            _affinity(1, own)
+            return
+
+
+@njit(**_INLINE)
 def _serve(ctl, slot, marker, spin_cycles):
     """A worker's life between two sleeps: run the jobs it finds, spinning between them; return
-    the last generation seen once none came for ``spin_cycles``, or -1 when asked to stop."""
+    the last generation seen once none came for ``spin_cycles`` of its own running time, or -1
+    when asked to stop.
+
+    Linux first runs a thread woken by the caller on the caller's core (wake-affine placement),
+    where it gets the core only in turns with the caller. Two things keep that from lasting:
+    only time on a CPU counts toward the spin (a gap of more than ``OFF_CPU_CYCLES`` between two
+    looks at the clock was spent descheduled), so the worker does not go back to sleep after half
+    a millisecond of such turns only to be woken onto the same core again; and a worker that
+    finds itself on the caller's CPU when a job comes moves off it (:func:`_leave_cpu`). Seen
+    before: no block taken for 50 ms after another library's threads had run, calls at
+    one-thread speed."""
     seen = _load_acquire(ctl, C_STATE) >> 32
     _claim(ctl, seen, slot, marker)  # a job published while this thread was waking is claimable
     while True:
         spins = 0
-        t0 = _clock(spins)
+        last = _clock(spins)
+        spun = 0
         gen = seen
         while gen == seen:
             if _load_acquire(ctl, C_STOP):
@@ -1721,10 +1798,16 @@ def _serve(ctl, slot, marker, spin_cycles):
             spins += 1
             if spins & YIELD_MASK == 0:
                 _sched_yield()  # a thread that shares this core runs first
-                if _clock(spins) - t0 > spin_cycles:
+                now = _clock(spins)
+                if now - last < OFF_CPU_CYCLES:
+                    spun += now - last
+                last = now
+                if spun > spin_cycles:
                     return seen
             gen = _load_acquire(ctl, C_STATE) >> 32
         seen = gen
+        if _LINUX and _getcpu() == ctl[C_MAINCPU]:
+            _leave_cpu(ctl[C_MAINCPU])
         _claim(ctl, gen, slot, marker)
 
 
@@ -1782,6 +1865,7 @@ def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, 
             ctl[C_DONE] = 0
             ctl[C_JOB] = _address(job)
             gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
+            ctl[C_MAINCPU] = _getcpu()
             _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
             _claim(ctl, gen, 0, marker)
             # every block is claimed; wait for those other threads are running
