@@ -91,28 +91,29 @@ def choose(layout, n_samples):
     """The backend name ``"auto"`` picks for a call on ``n_samples`` samples with ``layout``.
 
     The compiled kernels win over numpy wherever they exist. ``cython`` is faster than ``numba`` on
-    the lab-sized calls and on ``large`` at small n; ``numba`` is up to 1.4× faster on narrow
-    networks from a few thousand samples on. But a fresh environment's first ``numba`` call
-    compiles for 8-12 s, and at those sizes it saves 0.1-2 ms a call: a fit of a few hundred
+    the lab-sized calls and on ``large`` at small n; ``numba`` is faster on some narrow networks
+    from thousands of samples on (up to 1.4×). But a fresh environment's first ``numba`` call
+    compiles for 8-12 s, and at those sizes it saves 0.1-1 ms a call: a fit of a few hundred
     calls never earns that back, while ``cython`` starts at once. So the rule is an order of
     preference: ``cython``, then ``numba``, then ``numpy``, whichever is available first. Medians
     of the bound objective, each backend alone in its own process (warm Numba cache), on the
-    case networks (2 shared cores, AVX-512, float64, every core; as of 1380224):
+    case networks (2 shared cores, AVX-512, float64, every core; as of 410666f and the numba
+    pool after it; the multiclass rows ran during a burst of load):
 
     ==========  =======  ========  =========
     case        n        cython    numba
     ==========  =======  ========  =========
-    seed4layer  50       4.9 us    7.0 us
-    seed4layer  200      7.9 us    9.3 us
-    seed4layer  100 000  2.91 ms   2.05 ms
-    multiclass  400      12.6 us   13.0 us
-    multiclass  20 000   0.50 ms   0.42 ms
-    medium      50       27.9 us   28.1 us
-    medium      10 000   1.88 ms   1.59 ms
-    medium      50 000   9.67 ms   7.85 ms
-    large       200      2.41 ms   2.60 ms
-    large       2000     23.5 ms   22.3 ms
-    large       20 000   223 ms    231 ms
+    seed4layer  50       5.1 us    6.8 us
+    seed4layer  200      8.4 us    9.9 us
+    seed4layer  100 000  3.14 ms   2.22 ms
+    multiclass  400      17.9 us   20.6 us
+    multiclass  20 000   0.63 ms   0.76 ms
+    medium      50       25.1 us   27.9 us
+    medium      10 000   1.75 ms   1.66 ms
+    medium      50 000   8.72 ms   8.14 ms
+    large       200      2.42 ms   2.61 ms
+    large       2000     23.7 ms   23.4 ms
+    large       20 000   227 ms    230 ms
     ==========  =======  ========  =========
 
     ``n_samples`` and ``layout`` stay in the signature for a size rule (``numba`` for narrow
