@@ -10,10 +10,10 @@ How the work is laid out
   inner loop runs over the samples of the tile, contiguous in memory, and vectorizes whatever the
   layer widths are. Memory is per tile, never per sample count.
 * Layers that are wide (flagged in ``meta``) hand their tile products to BLAS through ``np.dot``.
-* The samples are split into ``n_chunks`` fixed blocks; block ``c`` accumulates its loss and
-  gradient into its own float64 row ``gbuf[c]``. The rows are reduced in the fixed order
-  ``0, 1, ..., n_chunks - 1``, so results are bit-identical for a given split whichever threads
-  ran the blocks (the serial and the parallel driver agree bit for bit).
+* The samples are split into ``n_blocks`` fixed blocks; block ``b`` accumulates its loss and
+  gradient into its own float64 row ``gbuf[b]``. The rows are reduced in the fixed order
+  ``0, 1, ..., n_blocks - 1``, so results are bit-identical for a given split whichever threads
+  ran the blocks (the caller alone or with the workers of :mod:`fastbp.backends._numba_pool`).
 * ``exp``, ``expm1``, ``log`` and ``log1p`` have vectorizable forms below (the llvmlite wheels have
   no SVML, and a scalar libm call per element stops the loop vectorizer). They are accurate to a
   few units in the last place of float64; the tests compare them with NumPy's.
@@ -1471,19 +1471,19 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
 # because Numba's disk cache checks only the source file of the function it caches: an entry
 # point in another file would keep running cached copies of these kernels after they change.
 @njit(**_JIT)
-def _epilogue(W, gbuf, n_chunks, meta, scale, l2):
+def _epilogue(W, gbuf, n_blocks, meta, scale, l2):
     """Reduce the blocks' rows in fixed order, scale, and add the L2 term on coefficients."""
     n_params = meta[H_NPARAMS]
     n_coef = meta[H_NCOEF]
     grad = np.empty(n_params, dtype=np.float64)
     for p in range(n_params + 1):
         acc = gbuf[0, p]
-        for c in range(1, n_chunks):
+        for c in range(1, n_blocks):
             acc += gbuf[c, p]
         if p < n_params:
             grad[p] = scale * acc
     data = gbuf[0, n_params]
-    for c in range(1, n_chunks):
+    for c in range(1, n_blocks):
         data += gbuf[c, n_params]
     penalty = 0.0
     for p in range(n_coef):
