@@ -1496,7 +1496,7 @@ def _epilogue(W, gbuf, n_blocks, meta, scale, l2):
 # ctl: one pool's int64 control array; the words written by different threads sit on their own
 # 64-byte lines. state = gen << 32 | T << 24 | K << 12 | next; worker blocks counts the blocks
 # that threads other than the caller ran (the tests read it).
-C_STATE, C_DONE, C_JOB, C_STOP, C_WORKER_BLOCKS = 0, 8, 16, 24, 32
+C_STATE, C_DONE, C_JOB, C_WORKER_BLOCKS = 0, 8, 16, 24
 C_MAINCPU = 17  # the caller's CPU at publication (written before the state, on the job's line)
 CTL_LEN = 40
 MAX_SLOTS = 255
@@ -1773,8 +1773,7 @@ def _leave_cpu(cpu):
 @njit(**_INLINE)
 def _serve(ctl, slot, marker, spin_cycles):
     """A worker's life between two sleeps: run the jobs it finds, spinning between them; return
-    the last generation seen once none came for ``spin_cycles`` of its own running time, or -1
-    when asked to stop.
+    the last generation seen once none came for ``spin_cycles`` of its own running time.
 
     Linux first runs a thread woken by the caller on the caller's core (wake-affine placement),
     where it gets the core only in turns with the caller. Two things keep that from lasting:
@@ -1792,8 +1791,6 @@ def _serve(ctl, slot, marker, spin_cycles):
         spun = 0
         gen = seen
         while gen == seen:
-            if _load_acquire(ctl, C_STOP):
-                return -1
             _relax()
             spins += 1
             if spins & YIELD_MASK == 0:
@@ -1838,11 +1835,11 @@ def _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks):
 def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, job, slot, rows):
     """Loss and gradient of every sample (``slot = 0``), or the life of worker ``slot`` (> 0).
 
-    ``rows``: None for unit-major networks, an (empty) array for sample-major BLAS networks. It
-    is tested with ``is None``, which Numba decides at compile time: each kind of network
-    compiles only its own block kernel (a lab-sized network's first call then does not wait for
-    the BLAS path's compilation), and BLAS networks never use the pool (they run one block and
-    let BLAS use the cores).
+    ``rows``: None for unit-major networks, an (empty) array for sample-major BLAS networks
+    (which run one block and let BLAS use the cores). Numba prunes the branches of ``rows is
+    None`` before typing when ``rows`` is None, so a lab-sized network's first call does not
+    wait for the BLAS path's compilation. (It does not prune them for an array: a BLAS
+    network's specialization compiles both kernels.)
 
     ``slot = 0``: the blocks run on up to ``n_slots`` threads of the pool whose control array is
     ``ctl`` (``n_slots = 1``: all on the calling thread, ``ctl`` untouched). ``job`` is this
@@ -1850,17 +1847,18 @@ def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, 
     block (each block zeroes its own row). Returns ``(loss, grad)``.
 
     ``slot > 0`` (``rows`` None): serve jobs of the pool ``ctl`` as :func:`_serve` does, spinning
-    ``n_blocks`` cycles at most between two jobs; returns ``(the last generation seen or -1 to
-    stop, an empty array)``. The other arguments are placeholders of the caller's types, so the
+    ``n_blocks`` cycles at most between two jobs; returns ``(the last generation seen, an empty
+    array)``. The other arguments are placeholders of the caller's types, so the
     workers run the very specialization the caller compiled.
     """
     marker = Wc[:0]
     if rows is None:
         if slot > 0:
             return float(_serve(ctl, slot, marker, n_blocks)), np.empty(0, dtype=np.float64)
-        for p in range(W.shape[0]):
-            Wc[p] = W[p]
-        _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
+    for p in range(W.shape[0]):
+        Wc[p] = W[p]
+    _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
+    if rows is None:
         if n_slots > 1 and n_blocks > 1:
             ctl[C_DONE] = 0
             ctl[C_JOB] = _address(job)
@@ -1879,9 +1877,6 @@ def run(W, X, T, sw, meta, zd, ws, gbuf, Wc, scale, l2, n_blocks, n_slots, ctl, 
             for b in range(n_blocks):
                 _run_block(job, b, 0, marker, _chunk_units)
     else:
-        for p in range(W.shape[0]):
-            Wc[p] = W[p]
-        _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks)
         for b in range(n_blocks):
             _run_block(job, b, 0, marker, _chunk_rows)
     return _epilogue(W, gbuf, n_blocks, meta, scale, l2)

@@ -35,7 +35,7 @@ import threading
 
 import numpy as np
 
-from ._numba_kernels import C_STOP, CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES, run
+from ._numba_kernels import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES, run
 
 
 # ------------------------------------------------------------------------ the pool in Python
@@ -92,14 +92,13 @@ class Pool:
             t.start()
 
     def _serve(self, slot):
-        ctl, cond = self.ctl, self._cond
+        cond = self._cond
         while True:
-            if self._serve_once(slot, SPIN_CYCLES) < 0:
-                return
+            self._serve_once(slot, SPIN_CYCLES)
             with cond:
                 self.sleepers += 1
                 ticket = self._ticket
-                while self._ticket == ticket and not ctl[C_STOP]:
+                while self._ticket == ticket:
                     cond.wait()
                 self.sleepers -= 1
 
