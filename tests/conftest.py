@@ -1,8 +1,8 @@
 """Shared fixtures: the backend under test and small, deterministic problems.
 
-Every cross-backend test takes the ``backend`` fixture, parametrized over
-``fastbp.available_backends()``: a backend that registers and imports here is held to every one of
-those tests with no new test code.
+Every cross-backend test takes the ``backend`` fixture, parametrized over every registered
+backend: one that registers and imports here is held to every one of those tests with no new test
+code, and one that does not load is skipped with fastbp's reason (never silently dropped).
 """
 
 import os
@@ -14,14 +14,26 @@ import pytest
 
 import fastbp
 
-sys.path.insert(0, os.path.dirname(__file__))  # tests/naive.py
+sys.path.insert(0, os.path.dirname(__file__))  # tests/naive.py, tests/availability.py
+
+from availability import REGISTERED, unavailable_reason  # noqa: E402
 
 BACKENDS = fastbp.available_backends()
 
 
-@pytest.fixture(params=BACKENDS)
+def backend_params(names=REGISTERED):
+    """``names`` as pytest params; an unavailable backend's param is skipped with the reason."""
+    params = []
+    for name in names:
+        why = unavailable_reason(name)
+        params.append(pytest.param(name, marks=pytest.mark.skip(reason=why)) if why else name)
+    return params
+
+
+@pytest.fixture(params=backend_params())
 def backend(request):
-    """Every backend that registered and imports here; a new backend is tested with no new code."""
+    """Every registered backend (an unavailable one skipped with its reason); a new backend is
+    tested with no new code."""
     return request.param
 
 

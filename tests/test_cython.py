@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 from naive import naive_loss_and_grad
 from scipy.special import expit
 
@@ -18,9 +19,8 @@ from fastbp import backends
 from fastbp.cases import CASES
 from fastbp.layout import ACTIVATIONS, OUTPUTS
 
-pytestmark = pytest.mark.skipif(
-    "cython" not in fastbp.available_backends(), reason="the cython extension is not built here"
-)
+CYTHON_MISSING = unavailable_reason("cython")  # None, or why the extension does not load
+pytestmark = pytest.mark.skipif(CYTHON_MISSING is not None, reason=str(CYTHON_MISSING))
 
 RTOL64, RTOL32 = 1e-12, 1e-5
 

@@ -5,8 +5,12 @@ numpy backend; AVX-512 blocks and the narrower ones give the same bits."""
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 
 import fastbp
+
+CYTHON_MISSING = unavailable_reason("cython")  # None, or why the extension does not load
+pytestmark = pytest.mark.skipif(CYTHON_MISSING is not None, reason=str(CYTHON_MISSING))
 
 RTOL64, RTOL32 = 1e-12, 1e-5
 
