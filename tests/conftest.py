@@ -20,12 +20,18 @@ from availability import REGISTERED, unavailable_reason  # noqa: E402
 
 BACKENDS = fastbp.available_backends()
 
+#: The compiled backends' second kernel path, reached by small test networks when the constant
+#: (in the backend's module) from which a layer goes through BLAS is set to 1: Numba's
+#: sample-major kernel (every product a gemm on tiles of rows) and Cython's BLAS layers.
+WIDE_PATHS = {"numba-sample-major": ("numba", "BLAS_MIN_COEFS"), "cython-blas": ("cython", "BLAS_MIN_WEIGHTS")}
+
 
 def backend_params(names=REGISTERED):
-    """``names`` as pytest params; an unavailable backend's param is skipped with the reason."""
+    """``names`` (backends or :data:`WIDE_PATHS`) as pytest params; one whose backend is
+    unavailable here is skipped with the reason."""
     params = []
     for name in names:
-        why = unavailable_reason(name)
+        why = unavailable_reason(WIDE_PATHS[name][0] if name in WIDE_PATHS else name)
         params.append(pytest.param(name, marks=pytest.mark.skip(reason=why)) if why else name)
     return params
 
@@ -34,6 +40,24 @@ def backend_params(names=REGISTERED):
 def backend(request):
     """Every registered backend (an unavailable one skipped with its reason); a new backend is
     tested with no new code."""
+    return request.param
+
+
+def force_wide_path(monkeypatch, path):
+    """Make the networks this test builds take ``path`` of :data:`WIDE_PATHS`; returns the
+    backend name to build them with."""
+    name, constant = WIDE_PATHS[path]
+    module = sys.modules[type(fastbp.backends.get_backend(name)).__module__]
+    monkeypatch.setattr(module, constant, 1)  # raises if the constant was renamed: update it above
+    return name
+
+
+@pytest.fixture(params=backend_params(REGISTERED + tuple(WIDE_PATHS)))
+def kernel_path(request, monkeypatch):
+    """Every backend's default kernel path and the compiled backends' wide (BLAS) paths; returns
+    the backend name to build a Network with (a wide path is forced for this test only)."""
+    if request.param in WIDE_PATHS:
+        return force_wide_path(monkeypatch, request.param)
     return request.param
 
 

@@ -171,3 +171,7 @@ def test_extreme_preactivations_stay_finite(backend, output, m):
     assert np.isfinite(loss) and np.isfinite(grad).all()
     expected = big * (m if output == "logistic" else 1)
     np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    # δ = y − t with y exactly 1 (logistic) or one-hot on class 1 (softmax), x = 1: ∂/∂coef and
+    # ∂/∂intercept are δ itself (tests/test_extreme_preactivations.py has the general case)
+    delta = np.ones(m) if output == "logistic" else np.array([-1.0, 1.0, 0.0])
+    np.testing.assert_allclose(grad, np.concatenate([delta, delta]), rtol=1e-12, atol=1e-300)
