@@ -4,7 +4,9 @@ The grid: every hidden activation × every output form (logistic with one output
 = multi-label, with 0/1 labels and with probabilities; softmax with integer labels and with
 probability rows; identity with one and with several outputs) × depths 0 to 4 with odd widths ×
 with and without sample weights, at l2 > 0. Problems are tiny (n = 7, widths ≤ 5) because the
-reference is plain Python.
+reference is plain Python. The comparisons with the reference (float64 and float32) also run the
+compiled backends' BLAS paths (``kernel_path``: Numba's sample-major kernel, Cython's BLAS
+layers), which these small networks reach only when forced.
 """
 
 import numpy as np
@@ -63,8 +65,8 @@ def naive(p, activation, l2=L2):
 
 
 @grid
-def test_matches_naive_reference(problem, relerr, backend, activation, out_id, depth, weighted):
-    net, p = setup(problem, backend, activation, out_id, depth, weighted)
+def test_matches_naive_reference(problem, relerr, kernel_path, activation, out_id, depth, weighted):
+    net, p = setup(problem, kernel_path, activation, out_id, depth, weighted)
     loss, grad = net.loss_and_grad(p.W, p.X, p.y, sample_weight=p.sw)
     ref_loss, ref_grad = naive(p, activation)
     assert grad.shape == ref_grad.shape
@@ -87,8 +89,8 @@ def test_matches_central_differences(problem, backend, activation, out_id, depth
 
 
 @grid
-def test_float32_close_to_float64_reference(problem, relerr, backend, activation, out_id, depth, weighted):
-    net32, p = setup(problem, backend, activation, out_id, depth, weighted, dtype=np.float32)
+def test_float32_close_to_float64_reference(problem, relerr, kernel_path, activation, out_id, depth, weighted):
+    net32, p = setup(problem, kernel_path, activation, out_id, depth, weighted, dtype=np.float32)
     ref_loss, ref_grad = naive(p, activation)
     # the float64 inputs, and their float32 copies, give the same float32 computation
     for X in (p.X, p.X.astype(np.float32)):
