@@ -7,6 +7,19 @@ warm-up of this network would leave its work buffers cached by malloc), write "5
 report VmHWM − VmRSS-before. The NumPy backend keeps every layer's activations (memory grows with
 n); a streaming kernel should not. The result goes into ``benchmark.extra_info["extra_mib"]``
 (``benchmarks/report.py`` shows it); the time recorded is that of the whole subprocess.
+
+What is checked, at n = 400 000 against the same backend at n = 25 000 (16× the samples):
+
+* the compiled backends' extra memory is flat in n, as README says: at most ``FLAT_FACTOR`` (2)
+  times that at 25 000, the latter counted as at least ``NOISE_MIB`` (1 MiB). Measured (two runs,
+  25k / 100k / 400k): cython 0.73 / 0.008 / 0.37 and 0.73 / 0.008 / 0.008 MiB, numba 0.99 / 0.78 /
+  0.78 MiB. The same call's figure moves by ~0.7 MiB with what the allocator happens to reuse, so
+  a ratio of figures below 1 MiB means nothing, hence the floor; above it, a factor of 2 leaves
+  room for that noise while anything that grows with n by 8 bytes a sample or more (3 MiB at
+  400 000: one float64 per sample, a copy of X is 61 MiB) fails;
+* the NumPy backend's grows at least ``GROWS_FACTOR`` (8) times (14× measured: 69.6 → 998 MiB),
+  which checks the measurement itself: a method that missed the call's peak would see every
+  backend flat.
 """
 
 import json
@@ -19,6 +32,7 @@ import pytest
 import fastbp
 
 SIZES = (25_000, 100_000, 400_000)
+FLAT_FACTOR, NOISE_MIB, GROWS_FACTOR = 2.0, 1.0, 8.0
 
 SCRIPT = r"""
 import gc, json, sys
@@ -65,20 +79,37 @@ def _clear_refs_works():
         return False
 
 
+def _measure(backend, n):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, backend, str(n)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_EXTRA_MIB = {}  # (backend, n) -> extra MiB measured in this session
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not _clear_refs_works(),
                     reason="needs Linux's /proc/self/clear_refs to reset the peak RSS")
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("backend", fastbp.available_backends())
 def test_memory_of_one_call(benchmark, backend, n):
-    def run():
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, backend, str(n)], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
     benchmark.group = "memory: one call on [20, 64, 64, 1]"
-    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    result = benchmark.pedantic(_measure, args=(backend, n), rounds=1, iterations=1)
     extra_mib = result["extra_bytes"] / 2**20
+    _EXTRA_MIB[backend, n] = extra_mib
     benchmark.extra_info.update(impl=backend, n_samples=n, extra_mib=round(extra_mib, 2),
                                 data_mib=round(result["data_bytes"] / 2**20, 2))
-    assert extra_mib >= 0
+    if n != SIZES[-1]:
+        return
+    small = SIZES[0]
+    if (backend, small) not in _EXTRA_MIB:  # the smaller size was deselected: measure it now
+        _EXTRA_MIB[backend, small] = _measure(backend, small)["extra_bytes"] / 2**20
+    base = _EXTRA_MIB[backend, small]
+    if backend == "numpy":  # keeps every layer's activations: the method must see that growth
+        assert extra_mib >= GROWS_FACTOR * base, (
+            f"numpy: {extra_mib:.1f} MiB at n={n} vs {base:.1f} MiB at n={small}: the measurement "
+            "missed memory that grows with n")
+    else:  # streaming kernels: README's "constant in n"
+        assert extra_mib <= FLAT_FACTOR * max(base, NOISE_MIB), (
+            f"{backend}: {extra_mib:.2f} MiB at n={n} vs {base:.2f} MiB at n={small}: memory grows with n")
