@@ -68,14 +68,14 @@ def closed_form(output, X, T, sw, coef, intercept, l2):
     """Loss and gradient (scikit-learn layout) of the saturated depth-0 network, in the limits
     above: no exp, no log."""
     A = X @ coef + intercept
-    assert np.abs(A).min() >= 1000 if output == "logistic" else True
     if output == "logistic":
+        assert np.abs(A).min() >= 1000  # saturated: σ(a) is exactly 0 or 1
         Y = (A > 0).astype(float)
         loss_n = (np.maximum(A, 0) - T * A).sum(axis=1)
         delta = Y - T
     else:
         lead = np.sort(A, axis=1)
-        assert (lead[:, -1] - lead[:, -2]).min() >= 1000
+        assert (lead[:, -1] - lead[:, -2]).min() >= 1000  # the leader's softmax is exactly 1
         s_t = T.sum(axis=1)
         Y = np.eye(A.shape[1])[A.argmax(axis=1)]
         loss_n = s_t * A.max(axis=1) - (T * A).sum(axis=1)
