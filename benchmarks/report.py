@@ -251,9 +251,7 @@ def track(args):
             if not same:
                 sys.exit(f"--measure-spread: {r['source']} is not from the machine of {runs[0]['source']}: {why}")
         spread = tracking.measure_spread(runs, how=args.note)
-        with open(args.spread, "w") as fh:
-            json.dump(spread, fh, indent=1)
-            fh.write("\n")
+        tracking.write_spread(spread, args.spread)
         print(f"wrote {os.path.relpath(args.spread)} from {len(runs)} runs: default spread "
               f"{100 * spread['default']['ratio']:.0f} % (ratios), {100 * spread['default']['median']:.0f} % (medians)")
         return 0

@@ -53,8 +53,9 @@ IMPL, VARIANT, RATIO_TO, RATIO = "impl", "variant", "ratio_to", "ratio"
 VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "Cython", "scikit-learn", "threadpoolctl", "jax", "torch")
 #: the summary fields that make two machines "the same" for absolute times (see same_machine)
 MACHINE_FIELDS = ("cpu", "logical_cpus", "usable_cpus", "vector_extensions", "system", "blas")
-#: a spread quantile used for benchmarks the spread measurement did not include
-DEFAULT_SPREAD_QUANTILE = 0.9
+#: for benchmarks the spread measurement did not include: a typical benchmark's spread (the median
+#: over those measured; a few peers' times under load spread by 100x and would dominate any upper quantile)
+DEFAULT_SPREAD_QUANTILE = 0.5
 
 
 # ---------------------------------------------------------------------------------- machine
@@ -168,8 +169,9 @@ def machine_summary():
     entry per BLAS library NumPy and SciPy load: library, version, the kernel it chose for this
     CPU, threading layer and thread count, from threadpoolctl in a fresh interpreter),
     ``versions`` (Python and the peer packages), ``fastbp`` (version, available backends, git
-    commit and whether the checkout had uncommitted changes). A field that cannot be found is
-    ``None``; this never raises.
+    commit and whether the checkout had uncommitted changes), ``load_average`` (the OS's 1, 5 and
+    15 minute load averages when the run was saved: other work on the machine moves every figure,
+    ratios included). A field that cannot be found is ``None``; this never raises.
     """
     def attempt(fn):
         try:
@@ -178,6 +180,7 @@ def machine_summary():
             return None
 
     usable = attempt(lambda: len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = attempt(lambda: [round(x, 2) for x in os.getloadavg()])
     return {
         "cpu": attempt(_cpu_model),
         "logical_cpus": os.cpu_count(),
@@ -187,6 +190,7 @@ def machine_summary():
         "blas": attempt(_blas),
         "versions": attempt(_versions),
         "fastbp": attempt(_fastbp),
+        "load_average": load,
     }
 
 
@@ -222,6 +226,16 @@ def same_machine(a, b):
                                                           else "the old run" if ia is None else "the new run")
     diffs = [f"{f}: {ia[f]!r} vs {ib[f]!r}" for f in MACHINE_FIELDS if ia[f] != ib[f]]
     return (not diffs), ("same " + describe_machine(a)) if not diffs else "; ".join(diffs)
+
+
+def busy_note(summary):
+    """A warning if the machine was busy when the run was saved (5-minute load average above half
+    its usable CPUs), else ``None``."""
+    load, cpus = (summary or {}).get("load_average"), (summary or {}).get("usable_cpus")
+    if not load or not cpus or load[1] <= 0.5 * cpus:
+        return None
+    return (f"5-minute load average {load[1]:g} on {cpus} CPUs: a busy machine, whose figures (ratios "
+            f"included: threaded kernels suffer more than single-threaded peers) are not representative")
 
 
 def describe_machine(summary):
@@ -342,14 +356,13 @@ def _short(path, storage):
     return os.path.relpath(path)
 
 
-def compact_run(data, source=None, tracked_only=False):
+def compact_run(data, source=None):
     """The figures a comparison and the history need from a pytest-benchmark JSON.
 
     ``{"format", "source", "date", "commit", "dirty", "machine", "benchmarks"}`` where
     ``benchmarks`` maps each benchmark's full name to ``{"group", "impl", "variant", "median",
     "ratio"}`` (``median`` in seconds; ``ratio`` as :func:`add_ratios` computes it, recomputed if the
-    run predates it). ``tracked_only`` keeps only benchmarks that have ratios. A history entry is
-    returned as it is.
+    run was saved without it). A history entry is returned as it is.
     """
     if data.get("format") == HISTORY_FORMAT:
         return data
@@ -370,8 +383,6 @@ def compact_run(data, source=None, tracked_only=False):
     out = {}
     for b in benches:
         info = b.get("extra_info") or {}
-        if tracked_only and not info.get(RATIO):
-            continue
         out[b["fullname"]] = {"group": b.get("group"), "impl": info.get(IMPL), "variant": info.get(VARIANT),
                               "median": _median(b), "ratio": info.get(RATIO) or {}}
     return {"format": "run", "source": source, "date": data.get("datetime"), "commit": commit, "dirty": dirty,
@@ -400,8 +411,9 @@ def measure_spread(runs, how):
 
     For every benchmark (and every ratio of it) present in at least two of ``runs`` (compact
     records), the spread is the largest over the smallest value across the runs, minus one: 0.12
-    means the runs were up to 12 % apart. ``default`` holds the 90th percentile over benchmarks,
-    for benchmarks the measurement did not include. ``how`` says how the runs were made.
+    means the runs were up to 12 % apart. ``default`` holds the median over benchmarks (of
+    medians, of ratios), for benchmarks the measurement did not include. ``how`` says how the runs
+    were made.
     """
     medians, ratios = defaultdict(list), defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -410,10 +422,10 @@ def measure_spread(runs, how):
                 medians[name].append(b["median"])
             for peer, r in (b.get("ratio") or {}).items():
                 ratios[name][peer].append(r)
-    median_spread = {n: round(_fold(min(v), max(v)), 4) for n, v in sorted(medians.items()) if len(v) > 1}
+    median_spread = {n: _round_up(_fold(min(v), max(v))) for n, v in sorted(medians.items()) if len(v) > 1}
     ratio_spread = {}
     for name in sorted(ratios):
-        peers = {p: round(_fold(min(v), max(v)), 4) for p, v in sorted(ratios[name].items()) if len(v) > 1}
+        peers = {p: _round_up(_fold(min(v), max(v))) for p, v in sorted(ratios[name].items()) if len(v) > 1}
         if peers:
             ratio_spread[name] = peers
     all_ratio = [s for peers in ratio_spread.values() for s in peers.values()]
@@ -432,6 +444,18 @@ def measure_spread(runs, how):
 
 def _round(x, digits=4):
     return None if x is None else round(x, digits)
+
+
+def _round_up(x, digits=4):
+    """Rounded up, so that the runs a spread was measured on never flag each other."""
+    return math.ceil(x * 10**digits - 1e-6) / 10**digits  # (- 1e-6: not up from 0.1000000000000001)
+
+
+def write_spread(spread, path=SPREAD_FILE):
+    """Write what :func:`measure_spread` returned (one line per benchmark)."""
+    with open(path, "w") as fh:
+        fh.write(dumps_by_line(spread) + "\n")
+    return path
 
 
 def load_spread(path=SPREAD_FILE):
@@ -479,19 +503,25 @@ def compare(old, new, spread=None):
         for peer in sorted(set(o.get("ratio") or {}) & set(n.get("ratio") or {}), key=_peer_order):
             r_old, r_new = o["ratio"][peer], n["ratio"][peer]
             s = spread_of(spread, name, peer)
-            flagged = s is not None and _fold(r_old, r_new) > s
+            flagged = _beyond(_fold(r_old, r_new), s)
             ratios.append({"name": name, "group": n.get("group"), "label": _label(n, name), "peer": peer,
                            "old": r_old, "new": r_new, "change": r_new / r_old - 1.0, "spread": s,
                            "flag": ("faster" if r_new > r_old else "slower") if flagged else None})
         if same and o.get("median") and n.get("median"):
             s = spread_of(spread, name)
-            flagged = s is not None and _fold(o["median"], n["median"]) > s
+            flagged = _beyond(_fold(o["median"], n["median"]), s)
             medians.append({"name": name, "group": n.get("group"), "label": _label(n, name),
                             "old": o["median"], "new": n["median"], "change": n["median"] / o["median"] - 1.0,
                             "spread": s,
                             "flag": ("slower" if n["median"] > o["median"] else "faster") if flagged else None})
     return {"same_machine": same, "machine_note": note, "ratios": ratios, "medians": medians,
             "only_old": sorted(set(ob) - set(nb)), "only_new": sorted(set(nb) - set(ob))}
+
+
+def _beyond(fold, spread):
+    """Whether two values ``fold`` apart are further apart than ``spread`` (stored to 4 decimals,
+    rounded up; the 1e-6 lets two of the runs it was measured on sit exactly on it)."""
+    return spread is not None and fold > spread + 1e-6
 
 
 CASE_ORDER = ("seed4layer", "multiclass", "medium", "large")
@@ -536,33 +566,38 @@ def _describe_run(run):
 def format_comparison(old, new, result, spread=None, spread_source=None):
     """The comparison as markdown text."""
     lines = [f"old — {_describe_run(old)}", f"new — {_describe_run(new)}", ""]
+    for which, run in (("old", old), ("new", new)):
+        note = busy_note(run.get("machine"))
+        if note:
+            lines.append(f"Warning: the {which} run was saved at a {note}.")
     if result["same_machine"]:
         lines.append(f"Machines: the same ({result['machine_note'][5:]}): absolute medians are compared too.")
     else:
         lines.append(f"Machines: not the same ({result['machine_note']}): only the ratios compare.")
     if spread:
-        lines.append(f"Spread: {spread_source or 'spread file'} — {spread.get('how', '')} "
-                     f"A change is flagged when the two values are further apart than the runs there were "
-                     f"(default {100 * (spread.get('default', {}).get('ratio') or 0):.0f} % for ratios, "
-                     f"{100 * (spread.get('default', {}).get('median') or 0):.0f} % for medians, where a "
-                     f"benchmark was not measured).")
+        default = spread.get("default", {})
+        lines.append(f"Spread: {spread_source or 'spread file'}, {len(spread.get('runs', []))} runs measured "
+                     f"{spread.get('measured', '?')}: {spread.get('how', '')}")
+        lines.append(f"A figure is flagged when new/old lies outside [1/f, f], f being the largest max/min of that "
+                     f"figure over those runs (where a benchmark was not measured, the typical f: "
+                     f"{_factor(default.get('ratio'))} for ratios, {_factor(default.get('median'))} for medians).")
     else:
         lines.append("Spread: no spread file, nothing is flagged.")
     lines += ["", "Speed-up ratios (the peer's median over the benchmark's; above 1: faster than the peer):", "",
-              "| group | benchmark | vs | old | new | change | spread | flag |",
+              "| group | benchmark | vs | old | new | new/old | f (runs' max/min) | flag |",
               "|---|---|---|---:|---:|---:|---:|---|"]
     for r in result["ratios"]:
         lines.append(f"| {r['group']} | {r['label']} | {r['peer']} | {r['old']:.3g}× | {r['new']:.3g}× | "
-                     f"{100 * r['change']:+.1f} % | {_pct(r['spread'])} | {_flag(r['flag'])} |")
+                     f"{1 + r['change']:.3f} | {_factor(r['spread'])} | {_flag(r['flag'])} |")
     if not result["ratios"]:
         lines.append("| (no benchmark has a ratio in both runs) | | | | | | | |")
     if result["medians"]:
         lines += ["", "Median times (same machine):", "",
-                  "| group | benchmark | old | new | change | spread | flag |",
+                  "| group | benchmark | old | new | new/old | f (runs' max/min) | flag |",
                   "|---|---|---:|---:|---:|---:|---|"]
         for r in result["medians"]:
             lines.append(f"| {r['group']} | {r['label']} | {_fmt_time(r['old'])} | {_fmt_time(r['new'])} | "
-                         f"{100 * r['change']:+.1f} % | {_pct(r['spread'])} | {_flag(r['flag'])} |")
+                         f"{1 + r['change']:.3f} | {_factor(r['spread'])} | {_flag(r['flag'])} |")
     flagged = [r for r in result["ratios"] + result["medians"] if r["flag"]]
     lines += ["", f"{len(flagged)} change(s) beyond the spread ({sum(r['flag'] == 'slower' for r in flagged)} slower)."]
     for key, what in (("only_old", "only in the old run"), ("only_new", "only in the new run")):
@@ -572,8 +607,11 @@ def format_comparison(old, new, result, spread=None, spread_source=None):
     return "\n".join(lines)
 
 
-def _pct(s):
-    return "?" if s is None else f"{100 * s:.0f} %"
+def _factor(s):
+    """A spread (max/min - 1) as the factor max/min."""
+    if s is None:
+        return "?"
+    return f"{1 + s:.2f}" if s < 9 else f"{1 + s:.0f}"
 
 
 def _flag(flag):
@@ -604,6 +642,8 @@ def history_entry(name, runs, note=None):
         for fullname, b in r["benchmarks"].items():
             if b.get("ratio"):
                 benchmarks[fullname] = {k: b[k] for k in ("group", "impl", "variant", "median", "ratio")}
+                if b.get("median"):
+                    benchmarks[fullname]["median"] = _sig(b["median"])
     if not benchmarks:
         raise ValueError("none of the runs has a benchmark with ratios (extra_info['ratio_to'])")
     return {"format": HISTORY_FORMAT, "name": name, "date": newest.get("date"), "commit": newest.get("commit"),
@@ -618,9 +658,21 @@ def write_history_entry(entry, directory=HISTORY_DIR, overwrite=False):
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite / --force to replace it)")
     with open(path, "w") as fh:
-        json.dump(entry, fh, indent=1, sort_keys=False)
-        fh.write("\n")
+        fh.write(dumps_by_line(entry) + "\n")
     return path
+
+
+def dumps_by_line(entry):
+    """JSON with one line per top-level field, and per key of the dict-valued ones (machine,
+    benchmarks): compact, and a diff between two versions shows which benchmark moved."""
+    fields = []
+    for key, value in entry.items():
+        if isinstance(value, dict) and value:
+            inner = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
+            fields.append(f" {json.dumps(key)}: {{\n{inner}\n }}")
+        else:
+            fields.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(fields) + "\n}"
 
 
 def load_history(directory=HISTORY_DIR):
@@ -647,36 +699,51 @@ def history_series(entries, peer="sklearn"):
     return {g: dict(series[g]) for g in sorted(series, key=_group_order)}
 
 
+#: one colour per implementation in every panel (fastbp's backends strong, peers muted); variants dashed
+IMPL_COLORS = {"cython": "#1f77b4", "numba": "#2ca02c", "numpy": "#d62728", "fastbp": "#1f77b4",
+               "sklearn": "#444444", "jax": "#9467bd", "torch": "#8c8c8c"}
+
+
 def plot_history(entries, png_path, peer="sklearn"):
     """Draw the ratios to ``peer`` over the milestones, one panel per group; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     series = history_series(entries, peer)
     if not series:
         raise ValueError(f"no history entry has a ratio to {peer!r}")
     ncol = min(2, len(series))
     nrow = (len(series) + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 3.4 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(8 * ncol, 3.6 * nrow), squeeze=False)
     x = list(range(len(entries)))
     ticks = [f"{e['name']}\n{(e.get('machine') or {}).get('cpu') or '?'}" for e in entries]
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # per variant: none, then the others in turn
     for ax, (group, lines) in zip(axes.flat, series.items()):
+        variants = sorted({label.partition(" [")[2] for label in lines}, key=lambda v: (v != "", v))
         for label, values in sorted(lines.items()):
             pts = [(i, v) for i, v in zip(x, values) if v is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=label)
-        ax.axhline(1.0, color="#888888", lw=0.8, ls="--")
+                impl, _, variant = label.partition(" [")
+                ls, marker = styles[variants.index(variant) % len(styles)]
+                ax.plot(*zip(*pts), label=label, color=IMPL_COLORS.get(impl), ls=ls, marker=marker)
+        ax.axhline(1.0, color="#888888", lw=0.8, ls=":")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        # minor ticks labelled at 2 and 5 times a power of ten only, so they do not crowd
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}×" if f"{v:.0e}"[0] in "25" else ""))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_title(group if ":" in (group or "") else f"objective call: {group}")
         ax.set_ylabel(f"speed-up vs {peer}")
         ax.set_xticks(x, ticks, rotation=30, ha="right", fontsize=7)
-        ax.legend(fontsize=7)
+        ax.set_xlim(-0.3, len(entries) - 0.7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
     fig.suptitle(f"fastbp: speed-up over the same run's {peer}, per milestone")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
