@@ -96,13 +96,24 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         _say(config, f"benchmark ratios: {problem}")
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
-    """Say in plain words when ``--benchmark-compare`` compares runs of different machines."""
-    same, why = tracking.same_machine(compared_benchmark.get("machine_info", {}).get("summary"),
-                                      machine_info.get("summary"))
+    """Say in plain words when ``--benchmark-compare`` compares runs of different machines.
+
+    pytest-benchmark itself warns, dumping both dicts, whenever the machine_info differs at all;
+    the summary's commit and load average differ by design (the point is to compare commits), so
+    they are copied into the loaded run's summary (in memory) before that check runs.
+    """
+    saved = (compared_benchmark.get("machine_info") or {}).get("summary")
+    current = machine_info.get("summary")
+    same, why = tracking.same_machine(saved, current)
     if not same:
         _say(config, f"--benchmark-compare: not the same machine ({why}); absolute times do not compare, "
                      "the ratios do: python benchmarks/report.py --compare OLD NEW")
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in tracking.PER_RUN_FIELDS:
+            saved[key] = current.get(key)
+    yield
 
 
 def _say(config, text):

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import tracking
@@ -387,6 +388,36 @@ def test_the_committed_history_and_spread_files_load():
         assert e["benchmarks"] and all(b["ratio"] for b in e["benchmarks"].values()), e["name"]
     spread = tracking.load_spread()
     assert spread and spread["how"] and spread["default"]["ratio"] > 0
+
+
+# ------------------------------------------------------------------------------ the hooks
+
+
+def _conftest_hook(pytestconfig, name):
+    conftest = os.path.join(HERE, "conftest.py")
+    plugin = next(p for p in pytestconfig.pluginmanager.get_plugins() if getattr(p, "__file__", None) == conftest)
+    return getattr(plugin, name)
+
+
+@pytest.mark.parametrize("machine_changes, message", [
+    ({}, False),
+    ({"usable_cpus": 1}, True),
+])
+def test_benchmark_compare_says_when_machines_differ_and_ignores_commit_and_load(pytestconfig, machine_changes,
+                                                                               message):
+    hook = _conftest_hook(pytestconfig, "pytest_benchmark_compare_machine_info")
+    said = []
+    reporter = SimpleNamespace(write_line=lambda text, **kw: said.append(text))
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: reporter))
+    saved = other(load_average=[0.1, 0.1, 0.1])
+    current = other(fastbp={"commit": "c" * 40, "dirty": True}, load_average=[2.0, 1.0, 0.5], **machine_changes)
+    compared = {"machine_info": {"summary": saved}}
+    wrapper = hook(config, None, {"summary": current}, compared)
+    next(wrapper)  # the part before pytest-benchmark's own check
+    assert bool(said) == message and all("not the same machine" in t for t in said)
+    # pytest-benchmark's check that follows sees no difference in the per-run fields
+    assert saved["fastbp"] == current["fastbp"] and saved["load_average"] == current["load_average"]
+    assert (saved == current) == (not message)
 
 
 # ------------------------------------------------------------------- the hooks, end to end

@@ -51,6 +51,8 @@ SPREAD_FORMAT = "fastbp-benchmark-spread/1"
 IMPL, VARIANT, RATIO_TO, RATIO = "impl", "variant", "ratio_to", "ratio"
 
 VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "Cython", "scikit-learn", "threadpoolctl", "jax", "torch")
+#: the summary fields that describe the run rather than the machine (they differ between runs by design)
+PER_RUN_FIELDS = ("fastbp", "load_average")
 #: the summary fields that make two machines "the same" for absolute times (see same_machine)
 MACHINE_FIELDS = ("cpu", "logical_cpus", "usable_cpus", "vector_extensions", "system", "blas")
 #: for benchmarks the spread measurement did not include: a typical benchmark's spread (the median
