@@ -22,7 +22,8 @@ does. A benchmark gets such ratios by naming its role, with one line::
     benchmark.extra_info.update(impl="cython", ratio_to=["sklearn", "numpy", "jax"])
 
 * ``impl``: what this benchmark runs (a fastbp backend, ``"sklearn"``, ``"jax"``, ...). Within a
-  group, one benchmark per ``impl`` (and ``variant``) is a peer the others can be compared to.
+  group, one benchmark per ``impl`` (and ``variant``) is a peer the others can be compared to; if
+  two could be, the ratio to that peer is left out and the session's end says so.
 * ``ratio_to``: the ``impl`` names to compare with. When the run is saved (``--benchmark-json``,
   ``--benchmark-autosave``), ``extra_info["ratio"][peer]`` = median of the peer / median of this
   benchmark (above 1: faster). A peer that did not run (``-k``, not installed) is left out of
