@@ -7,7 +7,8 @@ for is timed: validation, label binarizing, initialisation and the L-BFGS-B run.
 both (``n_threads=1``; BLAS limited to one thread with threadpoolctl): lab-sized networks gain
 nothing from threads, and a shared machine makes threaded timings noise.
 
-Groups ``estimator fit: <case>``; ``extra_info`` holds ``n_iter_`` and ``loss_``. Standalone: needs
+Groups ``estimator fit: <case>``; ``extra_info`` holds ``n_iter_``, ``loss_`` and, in a saved run, the
+speed-up over scikit-learn (``ratio``, see ``benchmarks/conftest.py``). Standalone: needs
 no ``conftest.py``. ``python benchmarks/bench_estimators.py`` prints the speed-up table and where a
 fastbp fit spends its time (kernel, scipy's L-BFGS-B, estimator overhead).
 """
@@ -80,7 +81,7 @@ def test_estimator_fit(benchmark, case_name, impl):
     assert est.n_iter_ == ref.n_iter_
     if impl == "fastbp":
         assert est.loss_ < 0.5 * est.loss_curve_[0]  # it did descend
-    benchmark.extra_info.update(n_iter=int(est.n_iter_), loss=float(est.loss_))
+    benchmark.extra_info.update(impl=impl, ratio_to=["sklearn"], n_iter=int(est.n_iter_), loss=float(est.loss_))
 
 
 # ----------------------------------------------------------------------------- the report

@@ -5,7 +5,8 @@ included in the time). scikit-learn: ``MLPClassifier(solver="lbfgs", max_iter=50
 architecture, activation, alpha and tol (0: a fixed number of iterations), started from the
 same W0 (``warm_start`` with ``coefs_`` and ``intercepts_`` set to W0 before every round), so both
 run the same optimizer on the same function from the same point. Groups ``fit: <case>``;
-extra_info holds the iterations made and the final loss.
+extra_info holds the iterations made, the final loss and, in a saved run, the speed-up over the
+scikit-learn and NumPy-backend fits under the same BLAS setting (``ratio``).
 
 Each fit runs twice: with the default BLAS thread pool, and with OpenBLAS limited to one thread
 (``threadpool_limits(1, "blas")`` around the whole fit, for fastbp and scikit-learn alike). On a
@@ -37,7 +38,8 @@ CASES = ("seed4layer", "multiclass", "medium")
 def test_fit(benchmark, bench, case_name, impl, blas_threads):
     with threadpool_limits(blas_threads, user_api="blas"):
         _test_fit(benchmark, bench, case_name, impl)
-    benchmark.extra_info["blas_threads"] = blas_threads or "default"
+    # variant: the ratios compare fits under the same BLAS setting (benchmarks/conftest.py)
+    benchmark.extra_info.update(blas_threads=blas_threads or "default", variant=f"blas-{blas_threads or 'default'}")
 
 
 def _test_fit(benchmark, bench, case_name, impl):
@@ -74,8 +76,8 @@ def _test_fit(benchmark, bench, case_name, impl):
         n_iter, final_loss = benchmark.pedantic(fit, rounds=1 if benchmark.disabled else 3, iterations=1)
 
     initial_loss = bench.reference(case_name)[0]
-    benchmark.extra_info.update(impl=impl, case=case_name, n_iter=int(n_iter), final_loss=float(final_loss),
-                                initial_loss=initial_loss)
+    benchmark.extra_info.update(impl=impl, ratio_to=["sklearn", "numpy"], case=case_name, n_iter=int(n_iter),
+                                final_loss=float(final_loss), initial_loss=initial_loss)
     assert 0 < n_iter <= MAXITER
     assert final_loss < initial_loss
     assert np.isfinite(final_loss)

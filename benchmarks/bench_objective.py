@@ -3,7 +3,9 @@
 For every available fastbp backend (the bound objective of ``Network.bind``, float64, and float32
 on ``large``) and the peers: scikit-learn's ``_loss_grad_lbfgs`` at the same weights, PyTorch CPU
 autograd and JAX ``jit(value_and_grad)`` when they import. One group per case, so the ratios read
-off directly: ``pytest benchmarks/bench_objective.py --benchmark-only``.
+off directly: ``pytest benchmarks/bench_objective.py --benchmark-only``; a saved run holds each
+one's speed-up over scikit-learn, the NumPy backend and JAX in ``extra_info["ratio"]`` (float32:
+over the float32 NumPy backend and float64 scikit-learn and JAX).
 """
 
 import time
@@ -15,6 +17,7 @@ import fastbp
 from fastbp.cases import CASES
 
 IMPLS = (*fastbp.available_backends(), "sklearn", "torch", "jax")
+RATIO_TO = ["sklearn", "numpy", "jax"]  # extra_info["ratio"] in saved runs: see benchmarks/conftest.py
 
 
 SETTLE_S = 0.3
@@ -51,7 +54,7 @@ def test_objective(benchmark, bench, case_name, impl):
     case, X, y, W0 = bench.case_data(case_name)
     f = bench.objective(impl, case_name)
     benchmark.group = case_name
-    benchmark.extra_info.update(impl=impl, dtype="float64", case=case_name, n_samples=X.shape[0],
+    benchmark.extra_info.update(impl=impl, ratio_to=RATIO_TO, dtype="float64", case=case_name, n_samples=X.shape[0],
                                 layer_sizes=list(case.layer_sizes))
     run_checked(benchmark, bench, f, W0, case_name, rtol=1e-8)
 
@@ -62,6 +65,6 @@ def test_objective_float32(benchmark, bench, case_name, impl):
     case, X, y, W0 = bench.case_data(case_name)
     f = bench.objective(impl, case_name, dtype=np.float32)
     benchmark.group = case_name
-    benchmark.extra_info.update(impl=impl, dtype="float32", case=case_name, n_samples=X.shape[0],
-                                layer_sizes=list(case.layer_sizes))
+    benchmark.extra_info.update(impl=impl, variant="float32", ratio_to=RATIO_TO, dtype="float32", case=case_name,
+                                n_samples=X.shape[0], layer_sizes=list(case.layer_sizes))
     run_checked(benchmark, bench, f, W0, case_name, rtol=1e-4)  # float32 compute, float64 accumulation

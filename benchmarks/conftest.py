@@ -12,11 +12,36 @@ peer that computed something else would fail rather than look fast.
 
 Option ``--bench-cases=seed4layer,medium`` keeps only those cases (any test parametrized over
 ``case_name``).
+
+Performance tracking (``benchmarks/tracking.py``; README, "Tracking performance")
+-------------------------------------------------------------------------------------
+Absolute times do not travel between machines; a speed-up over a peer measured in the same run
+does. A benchmark gets such ratios by naming its role, with one line::
+
+    benchmark.group = "fit: medium"          # the benchmarks it is compared with share its group
+    benchmark.extra_info.update(impl="cython", ratio_to=["sklearn", "numpy", "jax"])
+
+* ``impl``: what this benchmark runs (a fastbp backend, ``"sklearn"``, ``"jax"``, ...). Within a
+  group, one benchmark per ``impl`` (and ``variant``) is a peer the others can be compared to; if
+  two could be, the ratio to that peer is left out and the session's end says so.
+* ``ratio_to``: the ``impl`` names to compare with. When the run is saved (``--benchmark-json``,
+  ``--benchmark-autosave``), ``extra_info["ratio"][peer]`` = median of the peer / median of this
+  benchmark (above 1: faster). A peer that did not run (``-k``, not installed) is left out of
+  ``ratio``, never guessed; the ratios are computed at the end of the session, so test order and
+  selection do not matter.
+* ``variant`` (optional): a setting that tells apart benchmarks of the same ``impl`` in a group
+  (``"float32"``, ``"blas-1"``). The peer with the same variant is used if there is one, else the
+  peer without a variant (float32 kernels are compared with float64 scikit-learn).
+
+The saved run's ``machine_info["summary"]`` describes the machine (``tracking.machine_summary``).
+Neither hook runs under ``--benchmark-disable`` (nothing is saved), so CI writes no files.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -25,6 +50,9 @@ import pytest
 
 import fastbp
 from fastbp.cases import CASES, make_case_data
+
+sys.path.insert(0, os.path.dirname(__file__))  # benchmarks/tracking.py, whatever pytest's import mode
+import tracking  # noqa: E402
 
 PEERS = ("sklearn", "torch", "jax")
 
@@ -53,6 +81,48 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+# ------------------------------------------------------------------------------- tracking
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add the machine summary (CPU, vector extensions, BLAS kernel and threads, versions, commit)."""
+    machine_info["summary"] = tracking.machine_summary()
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Fill ``extra_info["ratio"]`` from the medians of the run being saved (see the top of this file)."""
+    for problem in tracking.add_ratios(output_json["benchmarks"]):
+        _say(config, f"benchmark ratios: {problem}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
+    """Say in plain words when ``--benchmark-compare`` compares runs of different machines.
+
+    pytest-benchmark itself warns, dumping both dicts, whenever the machine_info differs at all;
+    the summary's commit and load average differ by design (the point is to compare commits), so
+    they are copied into the loaded run's summary (in memory) before that check runs.
+    """
+    saved = (compared_benchmark.get("machine_info") or {}).get("summary")
+    current = machine_info.get("summary")
+    same, why = tracking.same_machine(saved, current)
+    if not same:
+        _say(config, f"--benchmark-compare: not the same machine ({why}); absolute times do not compare, "
+                     "the ratios do: python benchmarks/report.py --compare OLD NEW")
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in tracking.PER_RUN_FIELDS:
+            saved[key] = current.get(key)
+    yield
+
+
+def _say(config, text):
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"fastbp: {text}", yellow=True)
+    else:
+        print(f"fastbp: {text}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------- case data

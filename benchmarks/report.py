@@ -1,4 +1,4 @@
-"""Run the benchmarks and print a markdown report; save a bar chart PNG.
+"""Run the benchmarks and print a markdown report; save a bar chart PNG; compare and track runs.
 
 Usage (from the repository root)::
 
@@ -6,6 +6,16 @@ Usage (from the repository root)::
     python benchmarks/report.py --quick              # fewer rounds: a few minutes
     python benchmarks/report.py --cases seed4layer,medium --out benchmarks/out
     python benchmarks/report.py --json benchmarks/out/benchmarks.json   # re-render, no run
+
+Tracking (``benchmarks/tracking.py``; runs saved by ``pytest benchmarks --benchmark-only
+--benchmark-autosave`` into ``.benchmarks/``; a run is a path, a run id such as ``0003``, or
+``latest``; a history entry's path is accepted as a run)::
+
+    python benchmarks/report.py --compare 0001 0002            # ratios side by side, changes flagged
+    python benchmarks/report.py --compare benchmarks/history/NAME.json latest --fail-if-slower
+    python benchmarks/report.py --record-history NAME [--runs RUN ...] [--note TEXT]
+    python benchmarks/report.py --history [--out PNG] [--peer numpy]
+    python benchmarks/report.py --measure-spread RUN RUN RUN ... --note "how they were made"
 
 It runs ``pytest benchmarks --benchmark-only --benchmark-json=OUT/benchmarks.json`` and prints:
 per case, the median time per objective call with the speed-up against the NumPy backend and
@@ -27,6 +37,9 @@ from collections import defaultdict
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CASE_ORDER = ("seed4layer", "multiclass", "medium", "large")
+
+sys.path.insert(0, HERE)
+import tracking  # noqa: E402
 
 
 def run_benchmarks(json_path, cases=None, quick=False, extra=()):
@@ -70,7 +83,7 @@ def objective_tables(groups):
     """Per case: median per call, vs numpy (float64) and vs scikit-learn."""
     out = []
     for case in [c for c in CASE_ORDER if c in groups] + sorted(
-        g for g in groups if g not in CASE_ORDER and not g.startswith(("fit:", "memory", "latency"))
+        g for g in groups if g not in CASE_ORDER and not g.startswith(("fit:", "estimator fit:", "memory", "latency"))
         and all("impl" in b.get("extra_info", {}) for b in groups[g])
     ):
         rows = groups.pop(case)
@@ -211,13 +224,84 @@ def render(data):
     return "\n".join(lines)
 
 
+def track(args):
+    """The tracking commands (--compare, --record-history, --history, --measure-spread)."""
+    if args.compare:
+        old, new = (tracking.load(spec, args.storage) for spec in args.compare)
+        spread = tracking.load_spread(args.spread)
+        result = tracking.compare(old, new, spread)
+        if args.peer:
+            result["ratios"] = [r for r in result["ratios"] if r["peer"] == args.peer]
+        print(tracking.format_comparison(old, new, result, spread, os.path.relpath(args.spread)))
+        slower = [r for r in result["ratios"] if r["flag"] == "slower"]
+        return 1 if args.fail_if_slower and slower else 0
+    if args.record_history:
+        runs = [tracking.load(spec, args.storage) for spec in args.runs]
+        entry = tracking.history_entry(args.record_history, runs, note=args.note)
+        path = tracking.write_history_entry(entry, args.history_dir, overwrite=args.force)
+        print(f"wrote {os.path.relpath(path)}: {len(entry['benchmarks'])} benchmarks from "
+              f"{', '.join(entry['sources'])}; {tracking.describe_machine(entry['machine'])}")
+        return 0
+    if args.measure_spread:
+        if not args.note:
+            sys.exit("--measure-spread needs --note: say how the runs were made (machine load, command)")
+        runs = [tracking.load(spec, args.storage) for spec in args.measure_spread]
+        for r in runs[1:]:
+            same, why = tracking.same_machine(runs[0]["machine"], r["machine"])
+            if not same:
+                sys.exit(f"--measure-spread: {r['source']} is not from the machine of {runs[0]['source']}: {why}")
+        spread = tracking.measure_spread(runs, how=args.note)
+        tracking.write_spread(spread, args.spread)
+        print(f"wrote {os.path.relpath(args.spread)} from {len(runs)} runs: default spread "
+              f"{100 * spread['default']['ratio']:.0f} % (ratios), {100 * spread['default']['median']:.0f} % (medians)")
+        return 0
+    if args.history:
+        entries = tracking.load_history(args.history_dir)
+        if not entries:
+            sys.exit(f"no history entries in {args.history_dir}")
+        png = args.out if args.out.endswith(".png") else os.path.join(args.out, "history.png")
+        peer = args.peer or "sklearn"
+        for e in entries:
+            print(f"{e['name']}: {e.get('date')}, commit {(e.get('commit') or '?')[:10]}, "
+                  f"{tracking.describe_machine(e.get('machine'))}")
+        tracking.plot_history(entries, png, peer=peer)
+        print(f"chart: {os.path.relpath(png)} (speed-up vs {peer})")
+        return 0
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", help="comma-separated cases (default: all four)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds per benchmark")
-    parser.add_argument("--out", default=os.path.join(HERE, "out"), help="output folder (default benchmarks/out)")
+    parser.add_argument("--out", default=os.path.join(HERE, "out"),
+                        help="output folder (default benchmarks/out); with --history, a folder or a .png path")
     parser.add_argument("--json", help="render this pytest-benchmark JSON instead of running the benchmarks")
+    tr = parser.add_argument_group("tracking (no benchmarks are run)")
+    tr.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                    help="compare two saved runs or history entries: ratios always, medians on the same machine")
+    tr.add_argument("--fail-if-slower", action="store_true",
+                    help="with --compare: exit 1 if a ratio dropped by more than the spread")
+    tr.add_argument("--peer", help="only ratios to this peer (--compare); the peer drawn (--history; default sklearn)")
+    tr.add_argument("--record-history", metavar="NAME", help="write benchmarks/history/NAME.json from --runs")
+    tr.add_argument("--runs", nargs="+", default=["latest"], metavar="RUN",
+                    help="the saved run(s) --record-history takes (default: latest)")
+    tr.add_argument("--note", help="a note kept with --record-history / --measure-spread")
+    tr.add_argument("--force", action="store_true", help="let --record-history replace an entry")
+    tr.add_argument("--history", action="store_true", help="draw the ratios over the history entries as a PNG")
+    tr.add_argument("--measure-spread", nargs="+", metavar="RUN",
+                    help="write the run-to-run spread of these runs (same code, same machine) to --spread")
+    tr.add_argument("--spread", default=tracking.SPREAD_FILE, help="the spread file (default %(default)s)")
+    tr.add_argument("--storage", default=tracking.STORAGE, help="pytest-benchmark's storage (default %(default)s)")
+    tr.add_argument("--history-dir", default=tracking.HISTORY_DIR, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args(argv)
+    if args.compare or args.record_history or args.history or args.measure_spread:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            return track(args)
+        except (ValueError, FileExistsError) as exc:
+            sys.exit(f"report.py: {exc}")
     os.makedirs(args.out, exist_ok=True)
     json_path = args.json or os.path.join(args.out, "benchmarks.json")
     if not args.json:
@@ -234,4 +318,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
