@@ -83,6 +83,14 @@ cdef extern from "fb_simd.h" nogil:
     double fb_log1p_unit(double x)
     double fb_log_ge1(double x)
 
+cdef extern from "fb_fpenv.h" nogil:
+    ctypedef unsigned long long fb_fpenv_t
+    fb_fpenv_t fb_flush_begin()
+    void fb_flush_end(fb_fpenv_t saved)
+    int fb_flushing()
+    int FB_HAVE_FLUSH
+    int fb_flush_enabled
+
 cdef extern from "fb_pool.h" nogil:
     ctypedef void (*fb_task_fn)(void *ctx, int block, int slot) noexcept nogil
     void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
@@ -124,6 +132,8 @@ HAVE_OPENMP = bool(FB_HAVE_OPENMP)
 HAVE_THREADS = bool(FB_HAVE_POOL or FB_HAVE_OPENMP)
 #: True when this CPU runs the AVX-512 register-blocked loops (x86-64-v4, checked at run time).
 WIDE = bool(fb_wide_ok())
+#: True when a call flushes subnormal numbers to zero on its threads (x86 SSE, aarch64; fb_fpenv.h).
+FLUSHES_SUBNORMALS = bool(FB_HAVE_FLUSH)
 
 cdef enum:
     MAX_LAYERS = 64  # deepest network the fixed-size plan holds
@@ -486,6 +496,7 @@ cdef class CythonKernel:
         cdef char *raw = NULL
         cdef bint own
         cdef float *Wf
+        cdef fb_fpenv_t env
         # the protocol's arrays, checked cheaply (a wrong one would be a wild memory read)
         if not (_is_c_array(W, cnp.NPY_DOUBLE, 1) and cnp.PyArray_DIM(<cnp.ndarray>W, 0) == P):
             raise ValueError(f"W must be a C-contiguous float64 vector of length {P}")
@@ -532,6 +543,8 @@ cdef class CythonKernel:
                 fb_release(&self.arena_busy)
             raise MemoryError("the cython kernel could not allocate its scratch")
         with nogil:
+            # subnormals flushed to zero on every thread of the call, put back before returning
+            env = fb_flush_begin()
             if self.float32:
                 Wf = <float *>(arena + _round64(n_blocks * sizeof(double)))
                 for k in range(P):
@@ -541,6 +554,7 @@ cdef class CythonKernel:
             else:
                 _run(&self.plan, w, <const double *>xp, <const double *>tp, swp, n, n_threads,
                      n_blocks, g, &loss, arena)
+            fb_flush_end(env)
             # grad = scale Σ s_n ∂ℓ_n/∂W + 2 λ W (coefficients only); loss likewise
             for k in range(P):
                 g[k] *= scale
@@ -680,3 +694,78 @@ def vector_math(str name, x):
         else:
             v[i] = fb_log_ge1(v[i])
     return np.asarray(v)
+
+
+# ------------------------------------------------------------------ the threads' mode, for tests
+cdef extern from *:
+    """
+    #include <time.h>
+    #if defined(__unix__) || defined(__APPLE__)
+    #include <sched.h>
+    #define FB_YIELD() sched_yield()
+    #else
+    #define FB_YIELD() ((void)0)
+    #endif
+    /* a thread arrives at a rendezvous of n: it waits (up to ~3 s) until all n have arrived */
+    static void fb_rendezvous(long *count, int n)
+    {
+    #if defined(_MSC_VER)
+        _InterlockedIncrement(count);
+        time_t t0 = time(NULL);
+        while (_InterlockedCompareExchange(count, 0, 0) < n && time(NULL) - t0 < 3) FB_YIELD();
+    #else
+        __atomic_add_fetch(count, 1, __ATOMIC_SEQ_CST);
+        time_t t0 = time(NULL);
+        while (__atomic_load_n(count, __ATOMIC_SEQ_CST) < n && time(NULL) - t0 < 3) FB_YIELD();
+    #endif
+    }
+    """
+    void fb_rendezvous(long *count, int n) nogil
+
+cdef enum:
+    MAX_PROBE = 64
+
+cdef struct Probe:
+    int n
+    long arrived
+    int slot[MAX_PROBE]
+    int flushing[MAX_PROBE]
+
+
+cdef void _probe_task(void *ctx, int b, int slot) noexcept nogil:
+    cdef Probe *pr = <Probe *>ctx
+    pr.slot[b] = slot
+    pr.flushing[b] = fb_flushing()
+    fb_rendezvous(&pr.arrived, pr.n)  # each thread holds its block until every block has begun
+
+
+def thread_flush_modes(int n_threads):
+    """For tests: run a call's thread set-up with ``n_threads`` blocks that wait for one another
+    (so each thread takes one) and return ``[(slot, flushing), ...]`` per block: the thread that
+    ran it (0 is the caller) and whether it flushed subnormals to zero while it ran."""
+    cdef Probe pr
+    cdef fb_fpenv_t env
+    cdef int b
+    if not 1 <= n_threads <= MAX_PROBE:
+        raise ValueError(f"n_threads must be in [1, {MAX_PROBE}], got {n_threads}")
+    pr.n = n_threads
+    pr.arrived = 0
+    with nogil:
+        env = fb_flush_begin()
+        fb_pool_run(n_threads, n_threads, _probe_task, &pr)
+        fb_flush_end(env)
+    return [(pr.slot[b], bool(pr.flushing[b])) for b in range(n_threads)]
+
+
+def set_flush_subnormals(bint enabled):
+    """For tests and measurements: whether calls flush subnormals to zero (the default, True);
+    returns the previous setting. Process-wide; results are deterministic for a fixed setting."""
+    global fb_flush_enabled
+    cdef bint previous = fb_flush_enabled
+    fb_flush_enabled = enabled
+    return previous
+
+
+def flushing_now():
+    """For tests: whether the calling thread flushes subnormals to zero now (outside any call)."""
+    return bool(fb_flushing())

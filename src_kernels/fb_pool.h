@@ -19,12 +19,20 @@
  * so a late worker can never claim a block of a newer job by mistake. One job at a time: a call that finds
  * the pool busy (another Python thread's call) runs its blocks itself.
  *
- * POSIX threads; elsewhere an OpenMP loop when compiled with it, else serial.
+ * Every block runs under the calling thread's flush-to-zero mode (fb_fpenv.h): a worker adopts
+ * the caller's mode bits before it runs a block of the call (the pool's workers run nothing but
+ * blocks, so they keep it between calls); OpenMP's threads, which other code may share, adopt it
+ * for the region and put their own back after it.
+ *
+ * POSIX threads; elsewhere an OpenMP loop when compiled with it, else serial. FB_NO_POOL
+ * (defined at build time) takes the "elsewhere" path on POSIX too, so it can be tested.
  */
 #ifndef FB_POOL_H
 #define FB_POOL_H
 
 #include <stdint.h>
+
+#include "fb_fpenv.h"
 
 typedef void (*fb_task_fn)(void *ctx, int block, int slot);
 
@@ -32,7 +40,7 @@ typedef void (*fb_task_fn)(void *ctx, int block, int slot);
 #define FB_POOL_MAX_BLOCKS 4095
 #define FB_POOL_SPIN_NS 500000 /* a worker spins this long after its last job, then sleeps */
 
-#if (defined(__unix__) || defined(__APPLE__)) && defined(__GNUC__)
+#if (defined(__unix__) || defined(__APPLE__)) && defined(__GNUC__) && !defined(FB_NO_POOL)
 #define FB_HAVE_POOL 1
 #include <pthread.h>
 #include <sched.h>
@@ -54,6 +62,7 @@ static int fb_pool_workers;         /* workers started (in this process) */
 static int fb_pool_atfork_set;
 static fb_task_fn fb_pool_fn;
 static void *fb_pool_ctx;
+static fb_fpenv_t fb_pool_fpenv;    /* the caller's control word: its flush mode for the blocks */
 
 static int64_t fb_now_ns(void)
 {
@@ -73,7 +82,9 @@ static void fb_pool_claim(uint32_t gen, int slot)
         if (next >= K || (uint32_t)slot >= T) return;
         if (__atomic_compare_exchange_n(&fb_pool_state, &st, st + 1, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
-            /* the job cannot end while this block is unfinished: fn and ctx are its own */
+            /* the job cannot end while this block is unfinished: fn, ctx and the mode are its
+             * own (the caller, slot 0, has the mode already: reading it is all that costs) */
+            fb_fpenv_adopt(fb_pool_fpenv);
             fb_pool_fn(fb_pool_ctx, (int)next, slot);
             __atomic_add_fetch(&fb_pool_done, 1, __ATOMIC_RELEASE);
             st = __atomic_load_n(&fb_pool_state, __ATOMIC_ACQUIRE);
@@ -141,6 +152,7 @@ static void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
     }
     fb_pool_fn = fn;
     fb_pool_ctx = ctx;
+    fb_pool_fpenv = fb_fpenv_get();
     __atomic_store_n(&fb_pool_done, 0, __ATOMIC_RELAXED);
     uint32_t gen = (uint32_t)(__atomic_load_n(&fb_pool_state, __ATOMIC_RELAXED) >> 32) + 1;
     __atomic_store_n(&fb_pool_state, ((uint64_t)gen << 32) | ((uint64_t)T << 24) | ((uint64_t)K << 12),
@@ -168,11 +180,15 @@ static void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
 static void fb_pool_run(int K, int T, fb_task_fn fn, void *ctx)
 {
 #ifdef _OPENMP
+    fb_fpenv_t caller = fb_fpenv_get();
 #pragma omp parallel num_threads(T)
     {
         int slot = omp_get_thread_num();
+        fb_fpenv_t own = fb_fpenv_get(); /* an OpenMP thread may run other code after: restore */
+        fb_fpenv_adopt(caller);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < K; b++) fn(ctx, b, slot);
+        fb_fpenv_adopt(own);
     }
 #else
     (void)T;
