@@ -5,11 +5,18 @@ the compiler accepts ``-fopenmp`` (checked by compiling a tiny test program) and
 otherwise, so a compiler without OpenMP gives a working, single-threaded backend instead of a
 failed install. Nothing here assumes the build machine's CPU: no ``-march=native``; the vector
 loops carry their own run-time dispatch (see ``src_kernels/fb_simd.h``).
+
+The extension is optional: when it cannot be built (no working C compiler, Cython or NumPy
+missing at build time, a compiler that rejects the sources), the install still succeeds without
+it, prints why and how to get it, and records the reason in
+``fastbp/backends/_cython_build_error.txt``; ``fastbp.available_backends()`` then lacks
+``"cython"``, asking for it quotes that reason, and ``backend="auto"`` uses numba.
 """
 
 import os
 import sys
 import tempfile
+import textwrap
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -47,11 +54,37 @@ def openmp_flags(compiler):
     return [], []
 
 
+#: written next to the extension when it could not be built (read by cython_backend.py)
+BUILD_ERROR_FILE = "_cython_build_error.txt"
+
+HOW_TO_GET_IT = (
+    "To get the compiled backend, install a C compiler (Debian/Ubuntu: apt-get install gcc "
+    "python3-dev; Fedora: dnf install gcc python3-devel; macOS: xcode-select --install; Windows: "
+    "the Microsoft C++ Build Tools) and reinstall: pip install --force-reinstall --no-deps ."
+)
+
+
+def warn_not_built(reason):
+    """Tell the installing user that the extension was not built, why, and what to do."""
+    banner = "\n".join(
+        textwrap.wrap(
+            f"fastbp: WARNING: the compiled Cython backend was not built ({reason}). fastbp is "
+            f"installed without it and uses its numba and numpy backends. {HOW_TO_GET_IT}",
+            width=88,
+        )
+    )
+    print(f"\n{'*' * 88}\n{banner}\n{'*' * 88}\n", file=sys.stderr, flush=True)
+
+
 class BuildExt(build_ext):
-    """build_ext that adds OpenMP flags when (and only when) the compiler supports them."""
+    """build_ext that adds OpenMP flags when (and only when) the compiler supports them, and that
+    leaves the extension out, with a warning, when it cannot be built."""
 
     def build_extensions(self):
-        cflags, lflags = openmp_flags(self.compiler)
+        try:
+            cflags, lflags = openmp_flags(self.compiler)
+        except Exception:  # a compiler object that cannot even try: the build below says why
+            cflags, lflags = [], []
         if not cflags:
             print("fastbp: OpenMP not available; building the cython kernel single-threaded", file=sys.stderr)
         for ext in self.extensions:
@@ -59,10 +92,40 @@ class BuildExt(build_ext):
             ext.extra_link_args = list(ext.extra_link_args) + lflags
         super().build_extensions()
 
+    def run(self):
+        try:
+            super().run()  # set up the compiler (may fail: none installed), then build_extensions
+        except Exception as exc:
+            self._not_built(exc)
+
+    def build_extension(self, ext):
+        error_file = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_ERROR_FILE)
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # CompileError, LinkError, a missing compiler (DistutilsExecError)...
+            self._not_built(exc, error_file)
+        else:
+            if os.path.exists(error_file):  # an earlier failed build's note, now untrue
+                os.remove(error_file)
+
+    def _not_built(self, exc, error_file=None):
+        reason = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+        warn_not_built(reason)
+        if error_file is None:
+            error_file = os.path.join(os.path.dirname(self.get_ext_fullpath(self.extensions[0].name)),
+                                      BUILD_ERROR_FILE)
+        os.makedirs(os.path.dirname(error_file), exist_ok=True)
+        with open(error_file, "w") as f:
+            f.write(f"{reason}\n")
+
 
 def extensions():
-    import numpy as np
-    from Cython.Build import cythonize
+    try:
+        import numpy as np
+        from Cython.Build import cythonize
+    except ImportError as exc:  # only without build isolation: pyproject.toml requires both
+        warn_not_built(f"{exc}: Cython and NumPy are needed to build it")
+        return []
 
     # -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
     opt = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"]
@@ -73,7 +136,7 @@ def extensions():
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=opt,
         extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
-        depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h"],
+        depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"})
 

@@ -10,21 +10,37 @@ given ``n_threads``). The widest layers multiply their tiles through BLAS
 register-blocked loops that gcc vectorizes, with run-time instruction-set dispatch (AVX-512
 blocks where the CPU has them). See ``src_kernels/_cython_kernels.pyx`` for the algorithm.
 
-If the extension was not compiled (a source checkout used without ``pip install``), importing
-this module raises ImportError, so ``"cython"`` is missing from
-:func:`fastbp.available_backends` and asking for it says why.
+If the extension was not compiled (installed where no C compiler worked, or a source checkout
+used without ``pip install``), importing this module raises ImportError, so ``"cython"`` is
+missing from :func:`fastbp.available_backends` and asking for it says why: the install records
+the compiler's error in ``_cython_build_error.txt`` beside this module (see ``setup.py``).
 """
 
 from __future__ import annotations
 
+import os
+
+BUILD_ERROR_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cython_build_error.txt")
+
+
+def _why_not_built(import_error):
+    """What to tell a user asking for the backend when the extension does not import."""
+    try:
+        with open(BUILD_ERROR_FILE, encoding="utf-8") as f:
+            reason = f"it was not built: compiling it failed when fastbp was installed ({f.read().strip()})"
+    except OSError:  # no record: a source checkout never built, or built for another Python
+        reason = (f"the compiled extension fastbp.backends._cython_kernels was not built or does not load "
+                  f"({import_error})")
+    return (
+        f"{reason}; install a C compiler and reinstall fastbp from source with "
+        "`pip install --force-reinstall --no-deps .` (`pip install -e .` for a checkout)"
+    )
+
+
 try:
     from . import _cython_kernels
 except ImportError as exc:  # not built, or built for another Python
-    raise ImportError(
-        "the compiled extension fastbp.backends._cython_kernels was not built or does not load "
-        f"({exc}); reinstall fastbp from source with `pip install .` (or `pip install -e .`), "
-        "which needs a C compiler"
-    ) from exc
+    raise ImportError(_why_not_built(exc)) from exc
 
 __all__ = ["BACKEND", "CythonBackend", "plan_for"]
 
