@@ -76,21 +76,20 @@ def warn_not_built(reason):
     print(f"\n{'*' * 88}\n{banner}\n{'*' * 88}\n", file=sys.stderr, flush=True)
 
 
-class BuildExt(build_ext):
-    """build_ext that adds OpenMP flags when (and only when) the compiler supports them, and that
-    leaves the extension out, with a warning, when it cannot be built."""
+def check_compiler(compiler):
+    """Raise the compiler's own error unless it compiles an empty C file: a missing or broken
+    compiler is found in a second, before Cython translates the kernel (tens of seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "empty.c")
+        with open(src, "w") as f:
+            f.write("int fastbp_compiler_works(void) { return 0; }\n")
+        compiler.compile([src], output_dir=tmp)
 
-    def build_extensions(self):
-        try:
-            cflags, lflags = openmp_flags(self.compiler)
-        except Exception:  # a compiler object that cannot even try: the build below says why
-            cflags, lflags = [], []
-        if not cflags:
-            print("fastbp: OpenMP not available; building the cython kernel single-threaded", file=sys.stderr)
-        for ext in self.extensions:
-            ext.extra_compile_args = list(ext.extra_compile_args) + cflags
-            ext.extra_link_args = list(ext.extra_link_args) + lflags
-        super().build_extensions()
+
+class BuildExt(build_ext):
+    """build_ext that checks the compiler, translates the Cython source, adds OpenMP flags when
+    (and only when) the compiler supports them, and leaves the extension out, with a warning and
+    a record of why, when any of that fails."""
 
     def run(self):
         try:
@@ -98,47 +97,53 @@ class BuildExt(build_ext):
         except Exception as exc:
             self._not_built(exc)
 
+    def build_extensions(self):
+        check_compiler(self.compiler)
+        import numpy as np  # only without build isolation can these be missing (pyproject.toml)
+        from Cython.Build import cythonize
+
+        for ext in self.extensions:  # .pyx -> .c (the objects stay: setuptools has annotated them)
+            ext.sources = cythonize([ext], compiler_directives={"language_level": "3"})[0].sources
+        cflags, lflags = openmp_flags(self.compiler)
+        if not cflags:
+            print("fastbp: OpenMP not available; building the cython kernel single-threaded", file=sys.stderr)
+        for ext in self.extensions:
+            ext.include_dirs = list(ext.include_dirs) + [np.get_include()]
+            ext.extra_compile_args = list(ext.extra_compile_args) + cflags
+            ext.extra_link_args = list(ext.extra_link_args) + lflags
+        super().build_extensions()
+
     def build_extension(self, ext):
-        error_file = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_ERROR_FILE)
+        error_file = self._error_file(ext)
         try:
             super().build_extension(ext)
         except Exception as exc:  # CompileError, LinkError, a missing compiler (DistutilsExecError)...
-            self._not_built(exc, error_file)
+            self._not_built(exc)
         else:
-            if os.path.exists(error_file):  # an earlier failed build's note, now untrue
+            if os.path.exists(error_file):  # an earlier failed build's record, now untrue
                 os.remove(error_file)
 
-    def _not_built(self, exc, error_file=None):
+    def _error_file(self, ext):
+        return os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_ERROR_FILE)
+
+    def _not_built(self, exc):
         reason = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
         warn_not_built(reason)
-        if error_file is None:
-            error_file = os.path.join(os.path.dirname(self.get_ext_fullpath(self.extensions[0].name)),
-                                      BUILD_ERROR_FILE)
+        error_file = self._error_file(self.extensions[0])
         os.makedirs(os.path.dirname(error_file), exist_ok=True)
         with open(error_file, "w") as f:
             f.write(f"{reason}\n")
 
 
-def extensions():
-    try:
-        import numpy as np
-        from Cython.Build import cythonize
-    except ImportError as exc:  # only without build isolation: pyproject.toml requires both
-        warn_not_built(f"{exc}: Cython and NumPy are needed to build it")
-        return []
+# -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
+EXTENSION = Extension(
+    "fastbp.backends._cython_kernels",
+    sources=["src_kernels/_cython_kernels.pyx"],  # translated to C by BuildExt
+    include_dirs=["src_kernels"],  # + NumPy's, added by BuildExt
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"],
+    extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
+    depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
+)
 
-    # -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
-    opt = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"]
-    ext = Extension(
-        "fastbp.backends._cython_kernels",
-        sources=["src_kernels/_cython_kernels.pyx"],
-        include_dirs=["src_kernels", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=opt,
-        extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
-        depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
-    )
-    return cythonize([ext], compiler_directives={"language_level": "3"})
-
-
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=[EXTENSION], cmdclass={"build_ext": BuildExt})

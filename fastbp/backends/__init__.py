@@ -22,17 +22,42 @@ A backend is a module that defines ``BACKEND``, an object with
 
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.
+
+A backend module whose compiled part failed to build when fastbp was installed raises
+:class:`NotBuiltError` on import: besides being unavailable, it is then named, with the reason,
+in a warning the first time ``"auto"`` passes over it (pip does not show a build's messages
+unless run with ``-v``, so this is where a user without a compiler learns why and what to do).
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 
-__all__ = ["available_backends", "get_backend", "register", "choose", "backend_names"]
+__all__ = [
+    "available_backends",
+    "get_backend",
+    "register",
+    "choose",
+    "backend_names",
+    "NotBuiltError",
+    "BackendNotBuiltWarning",
+]
 
 _MODULES: dict[str, str] = {}
 _LOADED: dict[str, object] = {}
 _REASONS: dict[str, str] = {}
+_NOT_BUILT: set[str] = set()  # unavailable because the install could not compile them
+_WARNED: set[str] = set()
+
+
+class NotBuiltError(ImportError):
+    """Raised by a backend module whose compiled extension could not be built at install time."""
+
+
+class BackendNotBuiltWarning(UserWarning):
+    """``backend="auto"`` passed over a backend that could not be compiled when fastbp was
+    installed (once per process and backend)."""
 
 
 def register(name, module):
@@ -40,6 +65,7 @@ def register(name, module):
     _MODULES[name] = module
     _LOADED.pop(name, None)
     _REASONS.pop(name, None)
+    _NOT_BUILT.discard(name)
 
 
 register("numpy", "fastbp.backends.numpy_backend")
@@ -57,6 +83,8 @@ def _load(name):
         backend = module.BACKEND
     except Exception as exc:  # ImportError, a failed JIT set-up, a missing extension...
         _REASONS[name] = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, NotBuiltError):
+            _NOT_BUILT.add(name)
         return None
     _LOADED[name] = backend
     return backend
@@ -123,4 +151,12 @@ def choose(layout, n_samples):
     for name in ("cython", "numba", "numpy"):
         if name in available:
             return name
+        if name in _NOT_BUILT and name not in _WARNED:
+            _WARNED.add(name)
+            warnings.warn(
+                f"fastbp: backend 'auto' does not use {name!r}, which is not available: "
+                f"{_REASONS[name]}",
+                BackendNotBuiltWarning,
+                stacklevel=4,  # towards the user call that needed a kernel
+            )
     raise RuntimeError("no backend is available")  # numpy always is; kept for clarity

@@ -23,24 +23,28 @@ import os
 BUILD_ERROR_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cython_build_error.txt")
 
 
-def _why_not_built(import_error):
-    """What to tell a user asking for the backend when the extension does not import."""
+def _not_built_error(import_error):
+    """The ImportError to raise when the extension does not import, saying why and what to do:
+    a :class:`fastbp.backends.NotBuiltError` when the install recorded a failed build."""
+    how = ("install a C compiler and reinstall fastbp from source with "
+           "`pip install --force-reinstall --no-deps .` (`pip install -e .` for a checkout)")
     try:
         with open(BUILD_ERROR_FILE, encoding="utf-8") as f:
-            reason = f"it was not built: compiling it failed when fastbp was installed ({f.read().strip()})"
+            reason = f.read().strip()
     except OSError:  # no record: a source checkout never built, or built for another Python
-        reason = (f"the compiled extension fastbp.backends._cython_kernels was not built or does not load "
-                  f"({import_error})")
-    return (
-        f"{reason}; install a C compiler and reinstall fastbp from source with "
-        "`pip install --force-reinstall --no-deps .` (`pip install -e .` for a checkout)"
-    )
+        return ImportError(
+            f"the compiled extension fastbp.backends._cython_kernels was not built or does not load "
+            f"({import_error}); {how}"
+        )
+    from . import NotBuiltError
+
+    return NotBuiltError(f"it was not built: compiling it failed when fastbp was installed ({reason}); {how}")
 
 
 try:
     from . import _cython_kernels
 except ImportError as exc:  # not built, or built for another Python
-    raise ImportError(_why_not_built(exc)) from exc
+    raise _not_built_error(exc) from exc
 
 __all__ = ["BACKEND", "CythonBackend", "plan_for"]
 
