@@ -99,6 +99,14 @@ class Network:
     n_threads = property(lambda self: self._n_threads, doc="Threads for compiled kernels.")
     n_params = property(lambda self: self._layout.n_params, doc="Length of the flat W.")
 
+    def __getstate__(self):
+        # Pickling sends the description, never a prepared kernel (compiled code, scratch, locks,
+        # thread pools): the unpickled network prepares its kernels again on first use, for the
+        # same backend and n_threads, so it gives the very same bits.
+        state = self.__dict__.copy()
+        state["_kernels"] = {}
+        return state
+
     def __repr__(self):
         return (
             f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
@@ -235,6 +243,26 @@ class BoundObjective:
     def __call__(self, W):
         W = check_weights(W, self._n_params)
         return self._kernel(W, self.X, self.T, self.sample_weight, self.scale, self._l2)
+
+    # Pickling (multiprocessing, joblib, Dask and scipy's `workers=` send objectives that way)
+    # sends the network and the validated data, not the prepared kernel: after unpickling, the
+    # kernel is prepared again on first use (__getattr__), so nothing but the first call pays.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_kernel", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for arr in (self.X, self.T, self.sample_weight):
+            if arr is not None:
+                arr.setflags(write=False)  # unpickled arrays come back writeable
+
+    def __getattr__(self, name):  # only for attributes not set: the kernel, after unpickling
+        if name == "_kernel" and "network" in self.__dict__:
+            kernel = self.__dict__["_kernel"] = self.network._kernel_for(self.n_samples)
+            return kernel
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def loss_and_grad(self, W):
         """Same as calling the objective: ``(loss, grad)`` at ``W``."""
