@@ -7,10 +7,12 @@ failed install. Nothing here assumes the build machine's CPU: no ``-march=native
 loops carry their own run-time dispatch (see ``src_kernels/fb_simd.h``).
 
 The extension is optional: when it cannot be built (no working C compiler, Cython or NumPy
-missing at build time, a compiler that rejects the sources), the install still succeeds without
-it, prints why and how to get it, and records the reason in
-``fastbp/backends/_cython_build_error.txt``; ``fastbp.available_backends()`` then lacks
-``"cython"``, asking for it quotes that reason, and ``backend="auto"`` uses numba.
+missing at build time, a compiler that rejects the sources, e.g. MSVC, which lacks GCC's vector
+extensions), the install still succeeds without it, prints why and how to get it, and records the
+reason in ``fastbp/backends/_cython_build_error.txt``; ``fastbp.available_backends()`` then lacks
+``"cython"``, asking for it quotes that reason, and ``backend="auto"`` uses numba. Wheel builds
+set ``FASTBP_REQUIRE_EXTENSION=1`` (see ``[tool.cibuildwheel]`` in pyproject.toml), which makes a
+failed extension build fail the build instead, so no wheel is published without its kernel.
 """
 
 import os
@@ -86,19 +88,48 @@ def check_compiler(compiler):
         compiler.compile([src], output_dir=tmp)
 
 
+def check_vector_extensions(compiler, ext):
+    """Raise a CompileError that says so unless the kernel's C header compiles: it needs GCC's
+    vector extensions (GCC, Clang, clang-cl), which MSVC lacks."""
+    from setuptools.errors import CompileError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "simd_probe.c")
+        with open(src, "w") as f:
+            f.write('#include "fb_simd.h"\nint fastbp_lanes(void) { return FB_LANES; }\n')
+        try:
+            compiler.compile([src], output_dir=tmp, include_dirs=ext.include_dirs, macros=ext.define_macros,
+                             extra_postargs=ext.extra_compile_args)
+        except Exception as exc:
+            raise CompileError(
+                "src_kernels/fb_simd.h does not compile with this C compiler: the kernel needs GCC's "
+                "vector extensions (GCC, Clang and clang-cl have them, MSVC does not)"
+            ) from exc
+
+
 class BuildExt(build_ext):
     """build_ext that checks the compiler, translates the Cython source, adds OpenMP flags when
     (and only when) the compiler supports them, and leaves the extension out, with a warning and
     a record of why, when any of that fails."""
 
+    _in_place = False  # --inplace or an editable install: the record also goes to the source
+
     def run(self):
+        self._in_place = bool(self.inplace)
         try:
             super().run()  # set up the compiler (may fail: none installed), then build_extensions
         except Exception as exc:
+            self.inplace = self._in_place  # setuptools clears it while building
             self._not_built(exc)
+
+    @staticmethod
+    def _required():
+        return os.environ.get("FASTBP_REQUIRE_EXTENSION", "") not in ("", "0")
 
     def build_extensions(self):
         check_compiler(self.compiler)
+        for ext in self.extensions:
+            check_vector_extensions(self.compiler, ext)
         import numpy as np  # only without build isolation can these be missing (pyproject.toml)
         from Cython.Build import cythonize
 
@@ -114,25 +145,37 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def build_extension(self, ext):
-        error_file = self._error_file(ext)
         try:
             super().build_extension(ext)
         except Exception as exc:  # CompileError, LinkError, a missing compiler (DistutilsExecError)...
-            self._not_built(exc)
+            self._not_built(exc)  # (raises again under FASTBP_REQUIRE_EXTENSION)
         else:
-            if os.path.exists(error_file):  # an earlier failed build's record, now untrue
-                os.remove(error_file)
+            for path in self._error_files(ext):
+                if os.path.exists(path):  # an earlier failed build's record, now untrue
+                    os.remove(path)
 
-    def _error_file(self, ext):
-        return os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_ERROR_FILE)
+    def _error_files(self, ext):
+        """Where the record of a failed build goes: beside the module in the build tree (what a
+        wheel holds) and, for in-place and editable builds, in the source package."""
+        in_place, self.inplace = self.inplace, False
+        try:
+            paths = [os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_ERROR_FILE)]
+        finally:
+            self.inplace = in_place
+        if self._in_place:
+            package_dir = self.get_finalized_command("build_py").get_package_dir(ext.name.rpartition(".")[0])
+            paths.append(os.path.join(package_dir, BUILD_ERROR_FILE))
+        return paths
 
     def _not_built(self, exc):
+        if self._required():
+            raise exc
         reason = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
         warn_not_built(reason)
-        error_file = self._error_file(self.extensions[0])
-        os.makedirs(os.path.dirname(error_file), exist_ok=True)
-        with open(error_file, "w") as f:
-            f.write(f"{reason}\n")
+        for path in self._error_files(self.extensions[0]):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "w") as f:
+                f.write(f"{reason}\n")
 
 
 # -Wno-psabi: the 64-byte vectors of fb_simd.h only cross inlined helpers, never an ABI boundary
@@ -144,6 +187,7 @@ EXTENSION = Extension(
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"],
     extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
     depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
+    optional=True,  # an in-place build copies no extension that was not built (BuildExt says why)
 )
 
 setup(ext_modules=[EXTENSION], cmdclass={"build_ext": BuildExt})

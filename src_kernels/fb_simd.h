@@ -18,9 +18,22 @@
  *
  * Every function comes in a double (_d) and a float (_f) version from one macro body. float
  * computes its transcendentals in double and rounds once, and accumulates gradients in double.
+ *
+ * Portability: the run-time dispatch (target_clones, resolved by the dynamic loader's ifunc) and
+ * the AVX-512 blocks are used with GCC on x86-64 Linux only; everywhere else (Clang, macOS,
+ * aarch64, Windows) the same loops are compiled once for the target's baseline vector unit (SSE2,
+ * NEON...), with the same sums in the same order (the bits may differ where a compiler fuses a
+ * multiply and an add into one rounding). FB_NO_DISPATCH forces that portable path.
  */
 #ifndef FB_SIMD_H
 #define FB_SIMD_H
+
+/* The loops need GCC's vector extensions (GCC, Clang, clang-cl; not MSVC's cl). Without them the
+ * build stops here and setup.py installs fastbp without the extension, saying why (numba and
+ * numpy remain). FB_NO_VECTOR_EXTENSIONS pretends to be such a compiler, to test that path. */
+#if !(defined(__GNUC__) || defined(__clang__)) || defined(FB_NO_VECTOR_EXTENSIONS)
+#error "fastbp's Cython kernel needs GCC or Clang vector extensions, which this C compiler lacks"
+#endif
 
 #include <math.h>
 #include <stddef.h>
@@ -461,39 +474,46 @@ FB_DEFINE(float, fb_vf, f)
  * tile. G (double, n_in x npad) accumulates over a block's tiles and is added into the gradient
  * once per block (fb_gacc_flush). Each G entry sums its samples in order, whatever the blocking,
  * so every instruction set gives the same sums. */
+/* lanes i0 ... i7 of a and b side by side (a's lanes 0-7, b's 8-15): GCC's and Clang's spellings */
+#if defined(__clang__)
+#define FB_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+#define FB_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shuffle(a, b, (fb_vl){i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
 /* out[c * os + r] = in[r * is + c], r, c < 8: an 8 x 8 block of doubles transposed in registers;
  * acc[r] += in[r * is + c] over c = 0 ... 7 in order, from the transposed rows (the bias sums) */
 FB_INLINE void fb_tr8(const double *in, fb_idx is, double *out, fb_idx os, double *acc)
 {
-    typedef long long vi __attribute__((vector_size(64)));
     fb_vd r0 = fb_ld_d(in), r1 = fb_ld_d(in + is), r2 = fb_ld_d(in + 2 * is),
           r3 = fb_ld_d(in + 3 * is), r4 = fb_ld_d(in + 4 * is), r5 = fb_ld_d(in + 5 * is),
           r6 = fb_ld_d(in + 6 * is), r7 = fb_ld_d(in + 7 * is);
     /* pairs of rows interleaved, then pairs of pairs, then halves */
-    fb_vd t0 = __builtin_shuffle(r0, r1, (vi){0, 8, 2, 10, 4, 12, 6, 14});
-    fb_vd t1 = __builtin_shuffle(r0, r1, (vi){1, 9, 3, 11, 5, 13, 7, 15});
-    fb_vd t2 = __builtin_shuffle(r2, r3, (vi){0, 8, 2, 10, 4, 12, 6, 14});
-    fb_vd t3 = __builtin_shuffle(r2, r3, (vi){1, 9, 3, 11, 5, 13, 7, 15});
-    fb_vd t4 = __builtin_shuffle(r4, r5, (vi){0, 8, 2, 10, 4, 12, 6, 14});
-    fb_vd t5 = __builtin_shuffle(r4, r5, (vi){1, 9, 3, 11, 5, 13, 7, 15});
-    fb_vd t6 = __builtin_shuffle(r6, r7, (vi){0, 8, 2, 10, 4, 12, 6, 14});
-    fb_vd t7 = __builtin_shuffle(r6, r7, (vi){1, 9, 3, 11, 5, 13, 7, 15});
-    fb_vd u0 = __builtin_shuffle(t0, t2, (vi){0, 1, 8, 9, 4, 5, 12, 13});
-    fb_vd u1 = __builtin_shuffle(t1, t3, (vi){0, 1, 8, 9, 4, 5, 12, 13});
-    fb_vd u2 = __builtin_shuffle(t0, t2, (vi){2, 3, 10, 11, 6, 7, 14, 15});
-    fb_vd u3 = __builtin_shuffle(t1, t3, (vi){2, 3, 10, 11, 6, 7, 14, 15});
-    fb_vd u4 = __builtin_shuffle(t4, t6, (vi){0, 1, 8, 9, 4, 5, 12, 13});
-    fb_vd u5 = __builtin_shuffle(t5, t7, (vi){0, 1, 8, 9, 4, 5, 12, 13});
-    fb_vd u6 = __builtin_shuffle(t4, t6, (vi){2, 3, 10, 11, 6, 7, 14, 15});
-    fb_vd u7 = __builtin_shuffle(t5, t7, (vi){2, 3, 10, 11, 6, 7, 14, 15});
-    fb_vd o0 = __builtin_shuffle(u0, u4, (vi){0, 1, 2, 3, 8, 9, 10, 11});
-    fb_vd o1 = __builtin_shuffle(u1, u5, (vi){0, 1, 2, 3, 8, 9, 10, 11});
-    fb_vd o2 = __builtin_shuffle(u2, u6, (vi){0, 1, 2, 3, 8, 9, 10, 11});
-    fb_vd o3 = __builtin_shuffle(u3, u7, (vi){0, 1, 2, 3, 8, 9, 10, 11});
-    fb_vd o4 = __builtin_shuffle(u0, u4, (vi){4, 5, 6, 7, 12, 13, 14, 15});
-    fb_vd o5 = __builtin_shuffle(u1, u5, (vi){4, 5, 6, 7, 12, 13, 14, 15});
-    fb_vd o6 = __builtin_shuffle(u2, u6, (vi){4, 5, 6, 7, 12, 13, 14, 15});
-    fb_vd o7 = __builtin_shuffle(u3, u7, (vi){4, 5, 6, 7, 12, 13, 14, 15});
+    fb_vd t0 = FB_SHUF8(r0, r1, 0, 8, 2, 10, 4, 12, 6, 14);
+    fb_vd t1 = FB_SHUF8(r0, r1, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd t2 = FB_SHUF8(r2, r3, 0, 8, 2, 10, 4, 12, 6, 14);
+    fb_vd t3 = FB_SHUF8(r2, r3, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd t4 = FB_SHUF8(r4, r5, 0, 8, 2, 10, 4, 12, 6, 14);
+    fb_vd t5 = FB_SHUF8(r4, r5, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd t6 = FB_SHUF8(r6, r7, 0, 8, 2, 10, 4, 12, 6, 14);
+    fb_vd t7 = FB_SHUF8(r6, r7, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd u0 = FB_SHUF8(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+    fb_vd u1 = FB_SHUF8(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+    fb_vd u2 = FB_SHUF8(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+    fb_vd u3 = FB_SHUF8(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+    fb_vd u4 = FB_SHUF8(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+    fb_vd u5 = FB_SHUF8(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+    fb_vd u6 = FB_SHUF8(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+    fb_vd u7 = FB_SHUF8(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+    fb_vd o0 = FB_SHUF8(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11);
+    fb_vd o1 = FB_SHUF8(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11);
+    fb_vd o2 = FB_SHUF8(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11);
+    fb_vd o3 = FB_SHUF8(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11);
+    fb_vd o4 = FB_SHUF8(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15);
+    fb_vd o5 = FB_SHUF8(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15);
+    fb_vd o6 = FB_SHUF8(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15);
+    fb_vd o7 = FB_SHUF8(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
     fb_st_d(out, o0);
     fb_st_d(out + os, o1);
     fb_st_d(out + 2 * os, o2);
