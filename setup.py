@@ -98,8 +98,9 @@ def check_vector_extensions(compiler, ext):
         with open(src, "w") as f:
             f.write('#include "fb_simd.h"\nint fastbp_lanes(void) { return FB_LANES; }\n')
         try:
+            quiet = [] if compiler.compiler_type == "msvc" else ["-w"]  # everything is unused here
             compiler.compile([src], output_dir=tmp, include_dirs=ext.include_dirs, macros=ext.define_macros,
-                             extra_postargs=ext.extra_compile_args)
+                             extra_postargs=list(ext.extra_compile_args) + quiet)
         except Exception as exc:
             raise CompileError(
                 "src_kernels/fb_simd.h does not compile with this C compiler: the kernel needs GCC's "

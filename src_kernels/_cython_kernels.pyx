@@ -473,6 +473,7 @@ cdef class CythonKernel:
     cdef readonly bint float32
     cdef readonly idx tile
     cdef readonly idx min_samples_per_thread
+    cdef readonly idx min_block
     cdef readonly object blas_layers
     cdef readonly object gacc_layers
     cdef char *arena       # 64-byte aligned, inside arena_raw
@@ -517,9 +518,11 @@ cdef class CythonKernel:
         tp = cnp.PyArray_DATA(<cnp.ndarray>T)
         n_threads = self._n_blocks(n)
         # more blocks than threads, claimed as threads come free: a thread slowed down by a
-        # competitor on its core runs fewer of them (the split depends on n and n_threads only)
-        n_blocks = n_threads if n_threads == 1 else <int>min(
-            BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld)
+        # competitor on its core runs fewer of them (the split depends on n and n_threads only);
+        # but no more blocks than tiles of ld samples, unless that is fewer than the threads
+        # (blocks of min_block samples, for networks whose BLAS tiles are large)
+        n_blocks = n_threads if n_threads == 1 else <int>max(n_threads, min(
+            BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld))
         grad = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
         g = <double *>cnp.PyArray_DATA(<cnp.ndarray>grad)
 
@@ -576,13 +579,13 @@ cdef class CythonKernel:
     cpdef int _n_blocks(self, idx n):
         """Threads used on n samples: enough samples per thread to pay for starting it."""
         cdef idx by_size = n // self.min_samples_per_thread
-        cdef idx by_tiles = (n + self.plan.ld - 1) // self.plan.ld
-        return <int>max(1, min(self.n_threads, by_size, by_tiles))
+        cdef idx by_blocks = (n + self.min_block - 1) // self.min_block
+        return <int>max(1, min(self.n_threads, by_size, by_blocks))
 
 
 def make_kernel(layer_sizes, int activation_code, int output_code, bint float32, int n_threads,
                 idx tile, idx blas_min, idx min_samples_per_thread, bint serial_blas,
-                idx gacc_min_out=8, wide=None):
+                idx gacc_min_out=8, wide=None, idx min_block=0):
     """Precompute the plan of one network and return its :class:`CythonKernel`.
 
     Parameters
@@ -609,6 +612,9 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     wide : bool or None
         Use the AVX-512 register blocks (4 x 16 lanes); None: when the CPU has them (``WIDE``).
         Both give the same bits: only the blocking differs, not the order of any sum.
+    min_block : int
+        Fewest samples a threaded call gives a block (a call's tiles shrink below ``tile`` to
+        make blocks that small); 0: ``tile``.
     """
     cdef CythonKernel k = CythonKernel.__new__(CythonKernel)
     cdef int L = len(layer_sizes) - 1, l
@@ -668,6 +674,7 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     k.float32 = float32
     k.tile = k.plan.ld
     k.min_samples_per_thread = min_samples_per_thread
+    k.min_block = k.plan.ld if min_block < 1 else min(max(FB_LANES, min_block), k.plan.ld)
     k.blas_layers = tuple(blas)
     k.gacc_layers = tuple(l for l in range(L) if k.plan.gacc[l])
     k.arena = NULL

@@ -156,6 +156,7 @@ def test_large_plan_uses_blas_on_threads_with_blas_held_to_one_thread():
     wide = tuple(l for l, (a, b) in enumerate(zip(sizes, sizes[1:])) if a * b >= BLAS_MIN_WEIGHTS)
     assert wide == ((0, 1) if fastbp.backends.cython_backend.WIDE else (0, 1, 2))
     assert isinstance(f._kernel, SerialBlasKernel) and f._kernel.blas_layers == wide
+    assert f._kernel._n_blocks(600) == 2  # fewer samples than a tile: still both threads
     before = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
     got = f(W)
     after = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]

@@ -92,3 +92,27 @@ def test_flushing_changes_only_what_lies_below_the_smallest_normal(ck, case_name
         assert abs(on[0] - off[0]) <= 1e-12 * abs(off[0]) + 1e6 * tiny
         assert np.max(np.abs(on[1] - off[1])) <= 1e6 * tiny
         assert f(W)[0] == on[0] and np.array_equal(f(W)[1], on[1])  # deterministic
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_blas_products_run_flushed_too(ck, n_threads):
+    """A network with a BLAS layer on few samples: every gemm runs on a kernel thread in the
+    call's mode (BLAS's own threads would not flush: scipy's OpenBLAS does not pass its caller's
+    mode on to them), so the subnormal products of its weight gradient are zero as well."""
+    from fastbp.backends.cython_backend import BLAS_MIN_WEIGHTS, SerialBlasKernel
+
+    sizes = [256, 256, 1]
+    assert 256 * 256 >= BLAS_MIN_WEIGHTS
+    net = fastbp.Network(sizes, activation="identity", output="identity", backend="cython", n_threads=n_threads)
+    n = 600  # one BLAS tile: OpenBLAS would thread its gemms if left to itself
+    X = np.full((n, 256), 1e-312)  # subnormal inputs...
+    W = np.concatenate([np.ones(256 * 256 + 256), np.zeros(257)])
+    f = net.bind(X, np.ones(n))  # ... and deltas of -1: ∂loss/∂coef_0 = mean(x δ) = -1e-312
+    assert isinstance(f._kernel, SerialBlasKernel) and f._kernel.blas_layers == (0,)
+    assert f._kernel._n_blocks(n) == n_threads  # the kernel's threads, not BLAS's, split the call
+    loss, grad = f(W)
+    n_coef0 = 256 * 256
+    assert loss == 0.5 and not grad[:n_coef0].any(), np.flatnonzero(grad[:n_coef0])[:10]
+    assert np.all(grad[-257:] == -1.0)  # the intercepts' gradients: normal numbers, unchanged
+    ck.set_flush_subnormals(False)
+    assert np.all(f(W)[1][:n_coef0] == -1e-312)  # what IEEE 754 arithmetic gives

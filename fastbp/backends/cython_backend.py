@@ -58,6 +58,11 @@ BLAS_MIN_WEIGHTS = 65_536 if WIDE else 2048
 #: for BLAS to run at full speed. Each thread runs its own block of tiles with single-threaded
 #: BLAS (the BLAS libraries are held to one thread during such a call: see ``SerialBlasKernel``).
 BLAS_TILE = 2048
+#: Fewest samples of a block of such a network: a call of fewer than BLAS_TILE samples per thread
+#: is still split over the kernel's threads, in smaller tiles, rather than left to BLAS's own
+#: threads (which do not run in the kernel's flush-to-zero mode, and oversubscribe a busy
+#: machine: large on 200-2000 samples ran 2-4x faster this way on 2 loaded cores).
+BLAS_MIN_BLOCK = 128
 #: Tile of networks without BLAS layers: the widest layer input of a tile (n_in x tile values,
 #: read once per 4 outputs) stays in L1: LOOP_TILE_VALUES // max n_in samples, within
 #: [MIN_LOOP_TILE, MAX_LOOP_TILE] (medium: 64; seed4layer, multiclass: 128, cut per call into
@@ -81,8 +86,9 @@ def plan_for(layout, n_threads):
     Returns
     -------
     dict
-        ``tile`` (samples per tile), ``blas_min``, ``min_samples_per_thread``, ``serial_blas``
-        and ``gacc_min_out``, as :func:`fastbp.backends._cython_kernels.make_kernel` takes them.
+        ``tile`` (samples per tile), ``blas_min``, ``min_samples_per_thread``, ``serial_blas``,
+        ``gacc_min_out`` and ``min_block``, as :func:`fastbp.backends._cython_kernels.make_kernel`
+        takes them.
     """
     widest = max(a * b for a, b in layout.coef_shapes)
     uses_blas = widest >= BLAS_MIN_WEIGHTS
@@ -97,6 +103,7 @@ def plan_for(layout, n_threads):
         # without threads the only parallelism left is BLAS's own, on one block of big tiles
         "serial_blas": uses_blas and not _cython_kernels.HAVE_THREADS,
         "gacc_min_out": GACC_MIN_OUT,
+        "min_block": BLAS_MIN_BLOCK if uses_blas else 0,  # 0: a tile
     }
 
 
@@ -111,14 +118,17 @@ def _blas_controllers():
 
 
 class SerialBlasKernel:
-    """A kernel whose threads each call BLAS: BLAS is held to one thread during a threaded call.
+    """A kernel whose threads each call BLAS: BLAS is held to one thread during every call.
 
     OpenBLAS threads a product of more than 65536 * 4 multiply-adds by itself. Called from
     several of the kernel's threads at once, its thread pool is oversubscribed and mostly waits
     (on a busy 2-core machine ``large`` took 1.1-1.9 s that way against 0.22-0.39 s with one BLAS
-    thread per kernel thread). The limit is set before and restored after each call that uses
-    more than one thread (a few microseconds, against calls of tens of milliseconds), as
-    ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide meanwhile.
+    thread per kernel thread). And BLAS's own threads do not run in the kernel's flush-to-zero
+    mode (scipy's OpenBLAS does not pass its caller's MXCSR on to them), so saturated calls would
+    be slow there. So every BLAS call of the kernel runs on a kernel thread, one call at a time:
+    the limit is set before and restored after each call (a few microseconds, against calls of
+    milliseconds), as ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide
+    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.)
     """
 
     def __init__(self, kernel):
@@ -130,8 +140,6 @@ class SerialBlasKernel:
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         kernel = self.kernel
-        if kernel._n_blocks(X.shape[0]) <= 1:
-            return kernel(W, X, T, sample_weight, scale, l2)
         if self._controllers is None:
             self._controllers = _blas_controllers()
         saved = [c.num_threads for c in self._controllers]
@@ -165,7 +173,7 @@ class CythonBackend:
             int(n_threads),
             **plan_for(layout, n_threads),
         )
-        if kernel.blas_layers and kernel.n_threads > 1:
+        if kernel.blas_layers and _cython_kernels.HAVE_THREADS:  # (else BLAS's threads are all)
             return SerialBlasKernel(kernel)
         return kernel
 
