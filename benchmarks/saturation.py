@@ -39,6 +39,7 @@ import fastbp  # noqa: E402
 from fastbp.cases import CASES, make_case_data  # noqa: E402
 
 SCALES = (1, 10, 100, 1000)
+SETTLE_S = 0.3
 
 
 def _timed_batch(f, W, seconds):
@@ -52,16 +53,21 @@ def _timed_batch(f, W, seconds):
             return elapsed / n
 
 
-def _timed_alternating(f, Ws, seconds, out):
+def _timed_alternating(f, Ws, seconds, out, cpu=False):
     """Calls f(W) for each W of Ws in turn, for about ``seconds``; each call's time is appended to
-    out[i] (i the index of its W): neighbouring calls share the machine's load."""
-    start = clock = time.perf_counter()
-    while clock - start < seconds:
+    out[i] (i the index of its W): neighbouring calls share the machine's load. ``cpu``: the
+    calling thread's CPU time instead of the wall clock (for one-thread calls on a busy machine:
+    time spent waiting for a core does not count, time spent on subnormals does)."""
+    clock_of = time.thread_time if cpu else time.perf_counter
+    time.sleep(SETTLE_S)  # the previous configuration's spinning threads (OpenBLAS's) go to sleep
+    for W in Ws:  # and this one's are awake
+        f(W)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
         for i, W in enumerate(Ws):
+            t0 = clock_of()
             f(W)
-            now = time.perf_counter()
-            out[i].append(now - clock)
-            clock = now
+            out[i].append(clock_of() - t0)
 
 
 def _flush_switch():
@@ -73,7 +79,7 @@ def _flush_switch():
     return getattr(_cython_kernels, "set_flush_subnormals", None)
 
 
-def saturation_rows(case_name, backends, dtypes, rounds, batch_s, large_n, flush_off, n_threads):
+def saturation_rows(case_name, backends, dtypes, rounds, batch_s, large_n, flush_off, n_threads, cpu=False):
     case = CASES[case_name]
     X, y = make_case_data(case, n_samples=large_n if case_name == "large" else None)
     switch = _flush_switch()
@@ -94,7 +100,7 @@ def saturation_rows(case_name, backends, dtypes, rounds, batch_s, large_n, flush
         for label, f, flush in configs:
             if switch is not None:
                 switch(flush)
-            _timed_alternating(f, Ws, batch_s, times[label])
+            _timed_alternating(f, Ws, batch_s, times[label], cpu)
     if switch is not None:
         switch(True)
     rows = []
@@ -125,6 +131,8 @@ def trained_rows(rounds, batch_s, large_n, iters):
     times = {k: [] for k in fs}
     for _ in range(rounds):
         for k, f in fs.items():
+            time.sleep(SETTLE_S)
+            f(W)
             times[k].append(_timed_batch(f, W, batch_s))
     base = float(np.median(times["scikit-learn float64"]))
     return [(k, float(np.median(v)), float(np.median(v)) / base) for k, v in times.items()]
@@ -143,6 +151,8 @@ def main(argv=None):
     parser.add_argument("--batch-s", type=float, default=0.05)
     parser.add_argument("--large-n", type=int, default=8000)
     parser.add_argument("--n-threads", type=int, default=None, help="the networks' n_threads (default: every core)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the calling thread's CPU time (with --n-threads 1; BLAS is held to one thread)")
     parser.add_argument("--flush-off", action="store_true", help="also time cython with flushing off")
     parser.add_argument("--trained", action="store_true", help="float32 large at trained weights vs scikit-learn")
     parser.add_argument("--trained-iters", type=int, default=30)
@@ -150,14 +160,21 @@ def main(argv=None):
     backends = (args.backends.split(",") if args.backends
                 else [b for b in fastbp.available_backends() if b != "numpy"])
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
-    print(f"# fastbp saturation: {os.cpu_count()} CPUs, n_threads={args.n_threads}, median call of "
-          f"{args.rounds} rounds (scales alternating call by call, configurations round by round)\n")
+    if args.cpu_time and args.n_threads != 1:
+        parser.error("--cpu-time measures the calling thread only: use it with --n-threads 1")
+    if args.cpu_time:  # numba's BLAS networks would use BLAS's threads, whose time is not counted
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, "blas")
+    clock = "thread CPU time" if args.cpu_time else "wall time"
+    print(f"# fastbp saturation: {os.cpu_count()} CPUs, n_threads={args.n_threads}, median {clock} of a "
+          f"call over {args.rounds} rounds (scales alternating call by call, configurations round by round)\n")
     print("| case | dtype | backend | flush | W×1 | ×10 | ×100 | ×1000 |")
     print("|---|---|---|---|---:|---:|---:|---:|")
     for case_name in args.cases.split(","):
         batch = args.batch_s * (4 if case_name == "large" else 1)
         for row in saturation_rows(case_name, backends, dtypes, args.rounds, batch, args.large_n,
-                                   args.flush_off, args.n_threads):
+                                   args.flush_off, args.n_threads, args.cpu_time):
             name, dt, be, fl, t1, *ratios = row
             print(f"| {name} | {dt} | {be} | {fl} | {_fmt(t1)} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |",
                   flush=True)
