@@ -16,6 +16,7 @@ failed extension build fail the build instead, so no wheel is published without 
 """
 
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -61,8 +62,9 @@ BUILD_ERROR_FILE = "_cython_build_error.txt"
 
 HOW_TO_GET_IT = (
     "To get the compiled backend, install a C compiler (Debian/Ubuntu: apt-get install gcc "
-    "python3-dev; Fedora: dnf install gcc python3-devel; macOS: xcode-select --install; Windows: "
-    "the Microsoft C++ Build Tools) and reinstall: pip install --force-reinstall --no-deps ."
+    "python3-dev; Fedora: dnf install gcc python3-devel; macOS: xcode-select --install; it needs "
+    "GCC or Clang, MSVC lacks the vector extensions it is written in) and reinstall: "
+    "pip install --force-reinstall --no-deps ."
 )
 
 
@@ -81,11 +83,20 @@ def warn_not_built(reason):
 def check_compiler(compiler):
     """Raise the compiler's own error unless it compiles an empty C file: a missing or broken
     compiler is found in a second, before Cython translates the kernel (tens of seconds)."""
+    from setuptools.errors import CompileError
+
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "empty.c")
         with open(src, "w") as f:
             f.write("int fastbp_compiler_works(void) { return 0; }\n")
-        compiler.compile([src], output_dir=tmp)
+        try:
+            compiler.compile([src], output_dir=tmp)
+        except Exception as exc:
+            name = (getattr(compiler, "compiler_so", None) or [compiler.compiler_type])[0]
+            why = str(exc).strip()
+            status = re.search(r"exit (?:status|code) (-?\d+)", why)  # (the rest is a long command line)
+            why = f"exit status {status.group(1)}" if status else why
+            raise CompileError(f"the C compiler {name} cannot compile an empty file ({why})") from exc
 
 
 def check_vector_extensions(compiler, ext):
