@@ -15,6 +15,7 @@ Usage (from the repository root)::
     python benchmarks/saturation.py                             # every case, cython and numba
     python benchmarks/saturation.py --cases multiclass,medium --flush-off --rounds 9
     python benchmarks/saturation.py --cases large --trained
+    python benchmarks/saturation.py --subnormals              # the mechanism: subnormal fractions
 
 Each round runs every configuration in turn for about ``--batch-s`` seconds, calling it with the
 four scalings alternately, so load on a shared machine hits them alike; the table shows the median
@@ -138,6 +139,46 @@ def trained_rows(rounds, batch_s, large_n, iters):
     return [(k, float(np.median(v)), float(np.median(v)) / base) for k, v in times.items()]
 
 
+def subnormal_rows(case_name, dtypes, large_n, sample=200):
+    """The mechanism, counted with the NumPy backend's arithmetic: the fraction of subnormal values
+    among the hidden z, the deltas, and the terms z_i δ_j (weight gradient) and w_kj δ_k (the
+    back-propagated sums) that the kernels multiply, on ``sample`` samples, per dtype and scale."""
+    from fastbp.backends.numpy_backend import _BACKWARD, _FORWARD, output_loss_and_delta
+
+    case = CASES[case_name]
+    X, y = make_case_data(case, n_samples=min(sample, large_n))
+    W0 = case.network(backend="numpy").init_weights(random_state=0)
+    n_out = case.layer_sizes[-1]
+    T = np.eye(n_out)[y] if case.output == "softmax" else y.reshape(-1, 1).astype(float)
+
+    def frac(a):
+        a = np.abs(a)
+        return np.count_nonzero((a > 0) & (a < np.finfo(a.dtype).tiny)) / a.size
+
+    rows = []
+    for dtype in dtypes:
+        net = case.network(backend="numpy", dtype=dtype)
+        for scale in SCALES:
+            coefs, intercepts = net.layout.unpack((W0 * scale).astype(dtype))
+            zs = [X.astype(dtype)]
+            for i, (c, b) in enumerate(zip(coefs, intercepts)):
+                a = zs[-1] @ c + b
+                zs.append(a if i == len(coefs) - 1 else _FORWARD[case.activation](a))
+            _, delta = output_loss_and_delta(case.output, zs[-1], T.astype(dtype))
+            z_f = max(frac(z) for z in zs[1:-1])
+            d_f = frac(delta)
+            zd_f = wd_f = 0.0
+            for i in range(len(coefs) - 1, -1, -1):
+                zd_f = max(zd_f, frac(zs[i][:, :, None] * delta[:, None, :]))
+                if i > 0:
+                    wd_f = max(wd_f, frac(delta[:, None, :] * coefs[i][None, :, :]))
+                    delta = delta @ coefs[i].T
+                    _BACKWARD[case.activation](zs[i], delta)
+                    d_f = max(d_f, frac(delta))
+            rows.append((case_name, np.dtype(dtype).name, scale, z_f, d_f, zd_f, wd_f))
+    return rows
+
+
 def _fmt(seconds):
     return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
 
@@ -156,6 +197,8 @@ def main(argv=None):
     parser.add_argument("--flush-off", action="store_true", help="also time cython with flushing off")
     parser.add_argument("--trained", action="store_true", help="float32 large at trained weights vs scikit-learn")
     parser.add_argument("--trained-iters", type=int, default=30)
+    parser.add_argument("--subnormals", action="store_true",
+                        help="only count subnormal intermediates (NumPy arithmetic; largest fraction over layers)")
     args = parser.parse_args(argv)
     backends = (args.backends.split(",") if args.backends
                 else [b for b in fastbp.available_backends() if b != "numpy"])
@@ -166,6 +209,13 @@ def main(argv=None):
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1, "blas")
+    if args.subnormals:
+        print("| case | dtype | W × | z | δ | z_i δ_j terms | w_kj δ_k terms |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for case_name in args.cases.split(","):
+            for name, dt, scale, *fracs in subnormal_rows(case_name, dtypes, args.large_n):
+                print(f"| {name} | {dt} | {scale} | " + " | ".join(f"{f:.2%}" for f in fracs) + " |")
+        return
     clock = "thread CPU time" if args.cpu_time else "wall time"
     print(f"# fastbp saturation: {os.cpu_count()} CPUs, n_threads={args.n_threads}, median {clock} of a "
           f"call over {args.rounds} rounds (scales alternating call by call, configurations round by round)\n")
