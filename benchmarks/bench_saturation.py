@@ -3,10 +3,11 @@
 Scaled weights make confident sigmoids and softmax outputs, as late in training: tiny
 probabilities and deltas whose products fall below the smallest normal number, which cost many
 cores a microcode assist per operation unless the kernels flush them to zero
-(``src_kernels/fb_fpenv.h``). Each compiled backend and dtype of each case is one group of four
-benchmarks (``saturation-<case>-<dtype>-<backend>``, ``extra_info["scale"]`` 1, 10, 100, 1000), so
-a slowdown of the scaled calls against the unscaled one reads off the group: it should stay under
-1.25x. ``large`` runs on 8 000 samples here. ``python benchmarks/saturation.py`` prints the same
+(``src_kernels/fb_fpenv.h``). Each case and dtype is one group (``saturation: <case> <dtype>``)
+holding every compiled backend unscaled (``impl`` the backend's name) and scaled (``impl``
+``"<backend> W×<scale>"``, ``ratio_to`` the unscaled one, ``extra_info["scale"]``), so a scaled
+call's slowdown against the unscaled one reads off the group (and off a saved run's ratio): it
+should stay under 1.25x. ``large`` runs on 8 000 samples here. ``python benchmarks/saturation.py`` prints the same
 ratios measured call by call, interleaved (steadier on a shared machine).
 """
 
@@ -51,9 +52,10 @@ def test_saturated(benchmark, case_name, impl, dtype, scale):
     dtype = np.dtype(dtype)
     case, X, y, W, (ref_loss, ref_grad) = saturated_case(case_name, dtype, scale)
     f = case.network(backend=impl, dtype=dtype).bind(X, y)
-    benchmark.group = f"saturation-{case_name}-{dtype.name}-{impl}"
-    benchmark.extra_info.update(impl=impl, dtype=dtype.name, case=case_name, n_samples=X.shape[0],
-                                layer_sizes=list(case.layer_sizes), scale=scale)
+    benchmark.group = f"saturation: {case_name} {dtype.name}"
+    benchmark.extra_info.update(impl=impl if scale == 1 else f"{impl} W×{scale}", backend=impl,
+                                ratio_to=[] if scale == 1 else [impl], dtype=dtype.name, case=case_name,
+                                n_samples=X.shape[0], layer_sizes=list(case.layer_sizes), scale=scale)
     if benchmark.disabled:  # CI: the one call is the one checked
         loss, grad = benchmark(f, W)
     else:  # as bench_objective.run_checked: warm up, let other pools sleep, settle, time
