@@ -29,8 +29,9 @@ LARGE_N = 100_000
 
 
 def _cluster(n_workers):
+    # ":0": a free port for the HTTP server (None still takes 8787, and warns when it is in use)
     return distributed.LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
 
 

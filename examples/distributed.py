@@ -46,8 +46,9 @@ def main():
     maxiter = 30 if args.fast else 100
 
     net = fastbp.Network([n_inputs, 16, 16, 1], activation="tanh", l2=1e-5)
+    # dashboard_address=":0": any free port (the default, 8787, may be another cluster's)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         # a lazily generated Dask array: each chunk is made on the worker that will keep it
         blocks = [dask.delayed(make_chunk)(seed, chunk, n_inputs) for seed in range(n_chunks)]
         X = da.concatenate([da.from_delayed(b[0], (chunk, n_inputs), np.float64) for b in blocks])

@@ -26,8 +26,10 @@ RTOL = 1e-12
 
 
 def _cluster():
+    # dashboard_address=None still serves HTTP on the default port 8787 (and warns when another
+    # cluster on the machine has it); ":0" takes a free port
     return distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
 
 
