@@ -94,7 +94,21 @@ def test_06_multiclass(tmp_path):
     check_png(tmp_path / "06_multiclass.png")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("0[1-6]_*.py")))
+def test_07_second_order(tmp_path):
+    out = run_example("07_second_order.py", tmp_path)
+    initial = {m[0]: float(m[1]) for m in re.findall(r"^(\w+) \(.*initial loss ([\d.e+-]+)\)$", out, flags=re.M)}
+    assert set(initial) == {"moons", "spirals", "fitnet"}
+    rows = re.findall(r"^ +(L-BFGS-B|trust-krylov|Newton-CG|trust-exact|lm) +([\d.e+-]+) +(\d+) ", out, flags=re.M)
+    methods = [m for m, _, _ in rows]
+    assert methods == ["L-BFGS-B", "trust-krylov", "Newton-CG", "trust-exact"] * 2 + ["L-BFGS-B", "trust-krylov", "lm"]
+    finals = [float(loss) for _, loss, _ in rows]
+    starts = [initial["moons"]] * 4 + [initial["spirals"]] * 4 + [initial["fitnet"]] * 3
+    for method, final, start in zip(methods, finals, starts):
+        assert final < start, (method, final, start)  # every method made progress, even in --fast
+    check_png(tmp_path / "07_second_order.png")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("0[1-7]_*.py")))
 def test_examples_have_out_and_fast_options(name):
     text = (EXAMPLES / name).read_text()
     assert "parse_args(__doc__)" in text and "save(fig, args," in text
