@@ -26,9 +26,9 @@ followed by an *ordinary* backward pass of u^L = Λ R{a^L}: u^l = σ'(a^l) ⊙ u
 accumulating z^lᵀ u^{l+1}; it never needs δ or σ''.
 
 Every function here takes a block of k directions, ``V`` of shape (k, n_params), and carries
-them through one pass over the samples as arrays of shape (k, samples, units): the products of a
+them through one pass over the samples as arrays of shape (samples, k, units): the products of a
 layer become matrix products over the whole block. The samples are processed in chunks whose
-size bounds the memory of the (k, samples, units) arrays (:data:`CHUNK_VALUES`), so memory does
+size bounds the memory of the (samples, k, units) arrays (:data:`CHUNK_VALUES`), so memory does
 not grow with n. Compute is in the layout's dtype, sums over samples in float64 (as the
 gradient); the chunk size depends only on n, k and the layout, so results are deterministic.
 """
@@ -40,7 +40,7 @@ from scipy.special import expit, softmax
 
 from .numpy_backend import _FORWARD, output_loss_and_delta
 
-#: Most values of one (k, samples, units) array summed over the layers of a chunk: the samples
+#: Most values of one (samples, k, units) array summed over the layers of a chunk: the samples
 #: are processed in chunks of about CHUNK_VALUES / (k · Σ units) (8 MiB per array in float64).
 CHUNK_VALUES = 1 << 20
 
@@ -68,7 +68,7 @@ def _d2(activation, z, d1):
 
 # ------------------------------------------------------------------------------ output layers
 # output name -> Λ R: the Hessian of the per-sample loss ℓ in the output pre-activations a
-# (shape (samples, m)), applied to R{a} of shape (k, samples, m); t are the targets. Λ is
+# (shape (samples, m)), applied to R{a} of shape (samples, k, m); t are the targets. Λ is
 # positive semi-definite for every output. Adding an output is one entry here.
 def _curvature_identity(a, t, ra):  # ℓ = ½ Σ (a − t)²: Λ = I
     return ra
@@ -76,18 +76,18 @@ def _curvature_identity(a, t, ra):  # ℓ = ½ Σ (a − t)²: Λ = I
 
 def _curvature_logistic(a, t, ra):  # Λ = diag p(1 − p), p = σ(a)
     p = expit(a)
-    return (p * (1 - p)) * ra
+    return (p * (1 - p))[:, None, :] * ra
 
 
 def _curvature_softmax(a, t, ra):  # Λ = s (diag p − p pᵀ), p = softmax(a), s = Σ_k t_k
-    p = softmax(a, axis=1)
-    s = t.sum(axis=1, keepdims=True)
+    p = softmax(a, axis=1)[:, None, :]
+    s = t.sum(axis=1)[:, None, None]
     pr = p * ra
     return s * (pr - p * pr.sum(axis=2, keepdims=True))
 
 
 def _curvature_exponential(a, t, ra):  # half Poisson deviance, p = exp(a): Λ = diag p
-    return np.exp(a) * ra
+    return np.exp(a)[:, None, :] * ra
 
 
 CURVATURE = {
@@ -119,34 +119,14 @@ def _block_views(layout, V):
     return v_coefs, v_ints
 
 
-def _times_block(M, B):
-    """Σ_i M[s, i] B[d, i, j] for M (samples, n_in) and B (k, n_in, n_out): one matrix product
-    over the whole block, shape (k, samples, n_out)."""
-    k, n_in, n_out = B.shape
-    flat = B.transpose(1, 0, 2).reshape(n_in, k * n_out)
-    return (M @ flat).reshape(M.shape[0], k, n_out).transpose(1, 0, 2)
-
-
-def _stack(R):
-    """(k, samples, units) as a (k · samples, units) matrix (a view when contiguous)."""
-    return R.reshape(-1, R.shape[-1])
-
-
-def _sum_block_products(out, A, B):
-    """out[d] += A[d]ᵀ B for A (k, samples, n_in) and B (samples, n_out), or A (samples, n_in) and
-    B (k, samples, n_out); in float64, one matrix product over the block."""
-    f64 = np.float64
-    if A.ndim == 3:  # Σ_s A[d, s, i] B[s, j]
-        k, s, n_in = A.shape
-        prod = B.T.astype(f64, copy=False) @ A.transpose(1, 0, 2).reshape(s, k * n_in).astype(f64, copy=False)
-        out += prod.reshape(B.shape[1], k, n_in).transpose(1, 2, 0)
-    else:  # Σ_s A[s, i] B[d, s, j]
-        k, s, n_out = B.shape
-        prod = A.T.astype(f64, copy=False) @ B.transpose(1, 0, 2).reshape(s, k * n_out).astype(f64, copy=False)
-        out += prod.reshape(A.shape[1], k, n_out).transpose(1, 0, 2)
+def _matrices(m):
+    """(samples, k, units) as a (samples · k, units) matrix (a view)."""
+    return m.reshape(-1, m.shape[-1])
 
 
 # ------------------------------------------------------------------------------- the R-passes
+# Blocks of directions are kept sample-major, shape (samples, k, units): then every product of
+# a layer over the whole block is one matrix product on a view, with no transposed copies.
 def curvature_block(layout, W, V, X, T, sample_weight, scale, l2, gauss_newton=False):
     """``H V[d]`` (or ``G V[d]`` when ``gauss_newton``) for every row d of ``V``.
 
@@ -157,26 +137,33 @@ def curvature_block(layout, W, V, X, T, sample_weight, scale, l2, gauss_newton=F
     k = V.shape[0]
     coefs, intercepts = layout.unpack(W.astype(dt, copy=False))
     v_coefs, v_ints = _block_views(layout, V.astype(dt, copy=False))
+    # once per call: V_l as (n_in, k · n_out) for z V_l, and as (n_out, k · n_in) for δ V_lᵀ
+    v_fwd = [v.transpose(1, 0, 2).reshape(v.shape[1], -1) for v in v_coefs]
+    v_bwd = [v.transpose(2, 0, 1).reshape(v.shape[2], -1) for v in v_coefs]
     out = np.zeros((k, layout.n_params), dtype=np.float64)
     o_coefs, o_ints = _block_views(layout, out)
     curvature = CURVATURE[layout.output]
     activation = layout.activation
     sigma = _FORWARD[activation]
+    f64 = np.float64
     L = len(coefs)
     n = X.shape[0]
     step = chunk_size(layout, n, k)
     for start in range(0, n, step):
         x, t = X[start : start + step], T[start : start + step]
+        nc = x.shape[0]
         sw = None if sample_weight is None else sample_weight[start : start + step].astype(dt)
 
         # forward: z, σ' (None: identity), R{a} and R{z} per layer (R{z^0} = 0: None)
         zs, d1s, ras, rzs = [x], [None], [None], [None]
         for i in range(L):
+            n_out = coefs[i].shape[1]
             a = zs[i] @ coefs[i]
             a += intercepts[i]
-            ra = _times_block(zs[i], v_coefs[i]) + v_ints[i][:, None, :]
+            ra = (zs[i] @ v_fwd[i]).reshape(nc, k, n_out)  # z^l V_l
+            ra += v_ints[i]  # + Vb_l
             if rzs[i] is not None:
-                ra += (_stack(rzs[i]) @ coefs[i]).reshape(ra.shape)
+                ra += (_matrices(rzs[i]) @ coefs[i]).reshape(nc, k, n_out)  # + R{z^l} W_l
             ras.append(ra)
             if i == L - 1:
                 zs.append(a)
@@ -185,7 +172,7 @@ def curvature_block(layout, W, V, X, T, sample_weight, scale, l2, gauss_newton=F
             d1 = _d1(activation, z)
             zs.append(z)
             d1s.append(d1)
-            rzs.append(ra if d1 is None else d1 * ra)
+            rzs.append(ra if d1 is None else d1[:, None, :] * ra)
 
         # output: R{δ^L} = Λ R{a^L}, and δ^L itself for the exact Hessian
         a_out = zs[L]
@@ -194,32 +181,36 @@ def curvature_block(layout, W, V, X, T, sample_weight, scale, l2, gauss_newton=F
         if not gauss_newton:
             _, delta = output_loss_and_delta(layout.output, a_out, t)
         if sw is not None:
-            r_delta = r_delta * sw[None, :, None]
+            r_delta = r_delta * sw[:, None, None]
             if delta is not None:
                 delta = delta * sw[:, None]
 
         # backward
         for i in range(L - 1, -1, -1):
-            _sum_block_products(o_coefs[i], zs[i], r_delta)  # z^lᵀ R{δ^{l+1}}
+            n_in, n_out = coefs[i].shape
+            # R{∂loss/∂W_l} += z^lᵀ R{δ^{l+1}} (+ R{z^l}ᵀ δ^{l+1}), summed over samples in float64
+            zr = zs[i].T.astype(f64, copy=False) @ r_delta.reshape(nc, k * n_out).astype(f64, copy=False)
+            o_coefs[i] += zr.reshape(n_in, k, n_out).transpose(1, 0, 2)
             if delta is not None and rzs[i] is not None:
-                _sum_block_products(o_coefs[i], rzs[i], delta)  # + R{z^l}ᵀ δ^{l+1}
-            o_ints[i] += r_delta.sum(axis=1, dtype=np.float64)
+                rz = rzs[i].reshape(nc, k * n_in).T.astype(f64, copy=False) @ delta.astype(f64, copy=False)
+                o_coefs[i] += rz.reshape(k, n_in, n_out)
+            o_ints[i] += r_delta.sum(axis=0, dtype=f64)
             if i == 0:
                 break
             d1 = d1s[i]
-            r_back = (_stack(r_delta) @ coefs[i].T).reshape(k, -1, coefs[i].shape[0])
+            r_back = (_matrices(r_delta) @ coefs[i].T).reshape(nc, k, n_in)  # R{δ^{l+1}} W_lᵀ
             if delta is None:  # Gauss-Newton: an ordinary backward pass of Λ R{a^L}
-                r_delta = r_back if d1 is None else d1 * r_back
+                r_delta = r_back if d1 is None else d1[:, None, :] * r_back
                 continue
             back = delta @ coefs[i].T  # δ^{l+1} W_lᵀ
-            r_back += _times_block(delta, v_coefs[i].transpose(0, 2, 1))  # + δ^{l+1} V_lᵀ
+            r_back += (delta @ v_bwd[i]).reshape(nc, k, n_in)  # + δ^{l+1} V_lᵀ
             if d1 is None:
                 r_delta, delta = r_back, back
                 continue
-            r_new = d1 * r_back
+            r_new = d1[:, None, :] * r_back
             d2 = _d2(activation, zs[i], d1)
             if d2 is not None:
-                r_new += (d2 * back) * ras[i]
+                r_new += (d2 * back)[:, None, :] * ras[i]
             r_delta, delta = r_new, d1 * back
 
     out *= scale
