@@ -41,8 +41,8 @@ from scipy.special import expit, softmax
 from .numpy_backend import _FORWARD, output_loss_and_delta
 
 #: Most values of one (samples, k, units) array summed over the layers of a chunk: the samples
-#: are processed in chunks of about CHUNK_VALUES / (k · Σ units) (8 MiB per array in float64).
-CHUNK_VALUES = 1 << 20
+#: are processed in chunks of about CHUNK_VALUES / (k · Σ units) (2 MiB per array in float64).
+CHUNK_VALUES = 1 << 18
 
 
 # ------------------------------------------------------------------------ hidden activations
