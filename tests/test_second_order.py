@@ -230,6 +230,32 @@ def test_sample_weights_equal_repeated_samples(problem, relerr, backend):
         assert relerr(w, getattr(net, method)(p.W, V, Xr, yr)) < 1e-12
 
 
+#: δ = ∂ℓ/∂a of each output, written from the losses of README (not from fastbp)
+OUTPUT_DELTAS = {
+    "identity": lambda a, t: a - t,
+    "logistic": lambda a, t: 1 / (1 + np.exp(-a)) - t,
+    "softmax": lambda a, t: t.sum(axis=1, keepdims=True) * np.exp(a) / np.exp(a).sum(axis=1, keepdims=True) - t,
+    "exponential": lambda a, t: np.exp(a) - t,  # half Poisson deviance, p = exp(a)
+}
+
+
+@pytest.mark.parametrize("output", sorted(numpy_rop.CURVATURE))
+def test_output_curvature_table_is_the_derivative_of_delta(output):
+    """Each entry of the NumPy reference's table Λ R{a} against central differences of δ(a)
+    along R{a}, for a block of 4 directions (the exponential entry is checked here before the
+    layout offers that output)."""
+    assert set(numpy_rop.CURVATURE) == set(OUTPUT_DELTAS)
+    rng = np.random.default_rng(0)
+    a, ra = rng.standard_normal((5, 3)), rng.standard_normal((5, 4, 3))
+    t = {"softmax": rng.dirichlet(np.ones(3), 5) * 0.7, "logistic": rng.uniform(0, 1, (5, 3)),
+         "exponential": rng.poisson(2.0, (5, 3)).astype(float)}.get(output, rng.standard_normal((5, 3)))
+    delta = OUTPUT_DELTAS[output]
+    lam_r = numpy_rop.CURVATURE[output](a, t, ra)
+    for d in range(4):
+        fd = (delta(a + 1e-6 * ra[:, d], t) - delta(a - 1e-6 * ra[:, d], t)) / 2e-6
+        np.testing.assert_allclose(lam_r[:, d], fd, rtol=1e-7, atol=1e-9)
+
+
 # ------------------------------------------------------------------ chunks, dtypes, backends
 def test_chunks_of_samples_do_not_change_the_result(problem, relerr, monkeypatch):
     """The NumPy reference processes samples in chunks (memory independent of n): many small
