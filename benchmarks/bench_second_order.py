@@ -55,17 +55,15 @@ def direction(n_params):
 
 
 @functools.cache
-def reference(case_name, op):
-    """The NumPy backend's hessp(W0, V) or hess(W0)."""
-    from conftest import case_data
-
+def reference(case_data, case_name, op):
+    """The NumPy backend's hessp(W0, V) or hess(W0); ``case_data`` is the ``bench`` fixture's."""
     case, X, y, W0 = case_data(case_name)
     f = case.network(backend="numpy").bind(X, y)
     return f.hessp(W0, direction(W0.size)) if op == "hessp" else f.hess(W0)
 
 
-def check(result, case_name, op):
-    ref = reference(case_name, op)
+def check(bench, result, case_name, op):
+    ref = reference(bench.case_data, case_name, op)
     result = np.asarray(result)
     assert np.linalg.norm(result - ref) <= RTOL * np.linalg.norm(ref), (case_name, op)
 
@@ -86,11 +84,11 @@ def test_hessp(benchmark, bench, case_name, impl, op):
         hvp = jax.jit(lambda W, V: jax.jvp(jax.grad(loss_fn), (W,), (V,))[1])
         Wj, Vj = jax.numpy.asarray(W0), jax.numpy.asarray(V)
         result = timed(benchmark, lambda: hvp(Wj, Vj).block_until_ready())
-        check(result, case_name, "hessp")
+        check(bench, result, case_name, "hessp")
         return
     f = case.network(backend=impl).bind(X, y)
     if op == "hessp":
-        check(timed(benchmark, f.hessp, W0, V), case_name, "hessp")
+        check(bench, timed(benchmark, f.hessp, W0, V), case_name, "hessp")
     else:
         loss, grad = timed(benchmark, f, W0)
         bench.check_same(case_name, loss, grad)
@@ -111,7 +109,7 @@ def test_hess(benchmark, bench, case_name, impl):
     else:
         f = case.network(backend=impl).bind(X, y)
         result = timed(benchmark, f.hess, W0)
-    check(result, case_name, "hess")
+    check(bench, result, case_name, "hess")
 
 
 # ------------------------------------------------------------------------------------ memory

@@ -80,10 +80,9 @@ def hess_columns(product, n_params):
 
 
 @functools.cache
-def naive_products(activation, out_id, depth, weighted, gauss_newton):
-    from conftest import make_problem
-
-    p = make(make_problem, out_id, depth, weighted)
+def naive_products(problem, activation, out_id, depth, weighted, gauss_newton):
+    """The reference's H V (or G V) of a grid point, computed once for every backend."""
+    p = make(problem, out_id, depth, weighted)
     V = direction(p.W.size)
     fn = naive_gauss_newton_product if gauss_newton else naive_hessp
     return fn(p.layer_sizes, activation, p.output, L2, p.W, V, p.X, p.T, p.sw)
@@ -101,7 +100,7 @@ def test_hessp_matches_naive(problem, relerr, backend, activation, out_id, depth
     p = make(problem, out_id, depth, weighted)
     net = network(p, activation, backend)
     hv = net.hessp(p.W, direction(p.W.size), p.X, p.y, sample_weight=p.sw)
-    ref = naive_products(activation, out_id, depth, weighted, False)
+    ref = naive_products(problem, activation, out_id, depth, weighted, False)
     assert hv.dtype == np.float64 and hv.shape == ref.shape
     assert relerr(hv, ref) < RTOL_F64, np.c_[hv, ref]
 
@@ -114,7 +113,7 @@ def test_gauss_newton_product_matches_naive(problem, relerr, backend, activation
     p = make(problem, out_id, depth, weighted)
     net = network(p, activation, backend)
     gv = net.gauss_newton_product(p.W, direction(p.W.size), p.X, p.y, sample_weight=p.sw)
-    ref = naive_products(activation, out_id, depth, weighted, True)
+    ref = naive_products(problem, activation, out_id, depth, weighted, True)
     assert relerr(gv, ref) < RTOL_F64, np.c_[gv, ref]
 
 
@@ -163,7 +162,7 @@ def test_hess_is_symmetric_and_equals_hessp_on_unit_vectors(problem, relerr, bac
     np.testing.assert_array_equal(H, H.T)
     assert relerr(H, hess_columns(lambda v: f.hessp(p.W, v), p.W.size)) < RTOL_F64
     # and H V by the dense matrix is the reference's H V
-    assert relerr(H @ direction(p.W.size), naive_products("tanh", out_id, 2, True, False)) < RTOL_F64
+    assert relerr(H @ direction(p.W.size), naive_products(problem, "tanh", out_id, 2, True, False)) < RTOL_F64
 
 
 def test_hess_in_blocks_equals_hess_in_one_block(problem, relerr, monkeypatch):
