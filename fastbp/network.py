@@ -99,6 +99,11 @@ class Network:
     With ``t`` the targets, ``s_n`` the sample weights (1 when none) and ℓ_n the data term of
     sample n (see README), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
 
+    Second order, exact, for scipy's Newton, trust-region and least-squares solvers:
+    :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`, and for identity outputs
+    :meth:`residuals` and :meth:`residuals_jacobian` (the same methods, validated once, on the
+    objective :meth:`bind` returns).
+
     Examples
     --------
     >>> import numpy as np, fastbp
@@ -289,7 +294,9 @@ class Network:
 
 
 class BoundObjective:
-    """``f(W) -> (loss, grad)`` on data validated once by :meth:`Network.bind`.
+    """``f(W) -> (loss, grad)`` on data validated once by :meth:`Network.bind`, with the
+    curvature of the same loss: :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`,
+    :meth:`residuals` and :meth:`residuals_jacobian`.
 
     Attributes
     ----------
