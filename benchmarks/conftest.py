@@ -5,7 +5,8 @@ penalty λ = alpha / (2 n) on coefficients) so that their times compare like wit
 
 * ``sklearn``: ``MLPClassifier._loss_grad_lbfgs`` at the same weights (always available);
 * ``torch``: PyTorch CPU autograd, float64 (skipped unless torch imports);
-* ``jax``: ``jax.jit(jax.value_and_grad(loss))``, float64 (skipped unless jax imports).
+* ``jax``: ``jax.jit(jax.value_and_grad(loss))``, float64 (skipped unless jax imports); its
+  loss function (``jax_loss``) also gives the second-order peers of ``bench_second_order.py``.
 
 Every benchmark first checks its objective against the NumPy backend at the same weights, so a
 peer that computed something else would fail rather than look fast.
@@ -239,8 +240,9 @@ def torch_objective(case, X, y):
     return objective
 
 
-def jax_objective(case, X, y):
-    """``jax.jit(jax.value_and_grad(loss))`` in float64: the same loss and L2 penalty."""
+def jax_loss(case, X, y):
+    """``(jax, loss)``: the case's loss and L2 penalty as a JAX function of W, float64 (x64 on);
+    skips the test unless jax imports."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
@@ -266,6 +268,13 @@ def jax_objective(case, X, y):
         coef = W[:n_coef]
         return data + l2 * jnp.dot(coef, coef)
 
+    return jax, loss_fn
+
+
+def jax_objective(case, X, y):
+    """``jax.jit(jax.value_and_grad(loss))`` in float64: the same loss and L2 penalty."""
+    jax, loss_fn = jax_loss(case, X, y)
+    jnp = jax.numpy
     value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
 
     def objective(W):
@@ -296,5 +305,6 @@ def bench():
         check_same=check_same,
         objective=objective,
         sklearn_estimator=sklearn_estimator,
+        jax_loss=jax_loss,
         backends=fastbp.available_backends(),
     )

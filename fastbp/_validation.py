@@ -138,26 +138,30 @@ def rescale_sample_weight(sw):
 _DOT_CHECK_MAX = 8192
 
 
-def check_weights(W, n_params):
-    """W as a float64 C-contiguous (n_params,) array of finite numbers (no copy when it is one)."""
+def check_weights(W, n_params, name="W"):
+    """W as a float64 C-contiguous (n_params,) array of finite numbers (no copy when it is one).
+
+    ``name`` is the argument named in errors: ``"V"`` for the direction of a Hessian-vector or
+    Gauss-Newton product, which is checked exactly as W is.
+    """
     if type(W) is not np.ndarray or W.dtype != np.float64 or not W.flags.c_contiguous:
         if sp.issparse(W):
-            raise TypeError("W must be a dense 1-D array")
+            raise TypeError(f"{name} must be a dense 1-D array")
         try:
             W = np.asarray(W)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"W must be a 1-D array of real numbers: {exc}") from None
+            raise TypeError(f"{name} must be a 1-D array of real numbers: {exc}") from None
         if W.dtype.kind not in "biuf":
-            raise TypeError(f"W must be a 1-D array of real numbers, got dtype {W.dtype}")
+            raise TypeError(f"{name} must be a 1-D array of real numbers, got dtype {W.dtype}")
         W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 1 or W.shape[0] != n_params:
-        raise ValueError(f"W must be 1-D with n_params = {n_params} entries, got shape {W.shape}")
+        raise ValueError(f"{name} must be 1-D with n_params = {n_params} entries, got shape {W.shape}")
     # a finite sum proves every entry finite; only an inf/NaN (or an overflow) takes the slow check.
     # Small W: the dot product W·W (one BLAS call, a third of the cost of a numpy reduction on
     # the lab's networks; single-threaded in OpenBLAS up to 10 000 entries), else the sum.
     total = W.dot(W) if W.shape[0] <= _DOT_CHECK_MAX else W.sum()
     if not math.isfinite(total) and not np.isfinite(W).all():
-        raise ValueError("W contains NaN or infinity")
+        raise ValueError(f"{name} contains NaN or infinity")
     return W
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -21,6 +22,17 @@ __all__ = ["main"]
 
 EXIT_ERROR = 2
 DEFAULT_BENCH_CASES = ("seed4layer", "multiclass", "medium")
+#: ``fit --method``: scipy.optimize.minimize methods -> the curvature each is given, and "lm",
+#: scipy.optimize.least_squares(method="lm") on the residuals and their Jacobian
+METHODS = {
+    "L-BFGS-B": None,
+    "Newton-CG": "hessp",
+    "trust-ncg": "hessp",
+    "trust-krylov": "hessp",
+    "trust-exact": "hess",
+    "trust-constr": "hessp",
+    "lm": "jac",
+}
 
 
 class CLIError(Exception):
@@ -86,9 +98,10 @@ def _build_parser():
         "fit",
         help="train a network with L-BFGS on a data file or a bundled dataset",
         description=(
-            "Train a classifier with scipy's L-BFGS-B on fastbp's loss and gradient. DATA is a "
-            f"bundled dataset ({', '.join(names())}) or one or more files: .mat (X and y, or "
-            "one class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
+            "Train a classifier with scipy's L-BFGS-B (or another --method) on fastbp's loss, "
+            f"gradient and curvature. DATA is a bundled dataset ({', '.join(names())}) or one or "
+            "more files: .mat (X and y, or one class per variable, as the lab's files), .npz "
+            "(X and y) or .csv (label last)."
         ),
     )
     fit.add_argument("data", nargs="+", metavar="DATA")
@@ -113,8 +126,27 @@ def _build_parser():
         default=1e-4,
         help="scikit-learn's alpha, λ = alpha / (2 n_samples) (default: 1e-4)",
     )
+    fit.add_argument(
+        "--output",
+        choices=["logistic", "softmax", "identity"],
+        help="output layer and loss (default: logistic for two classes, softmax for more); identity "
+        "is half squared error on 0/1 targets (one-hot for more than two classes), which --method lm needs",
+    )
+    fit.add_argument(
+        "--method",
+        default="L-BFGS-B",
+        choices=list(METHODS),
+        help="scipy.optimize.minimize method, given exact Hessian-vector products (Newton-CG, trust-ncg, "
+        "trust-krylov, trust-constr) or the dense Hessian (trust-exact); or lm: least_squares' "
+        "Levenberg-Marquardt with the exact Jacobian, for --output identity (default: L-BFGS-B)",
+    )
     fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
-    fit.add_argument("--max-iter", type=_positive_int, default=2000, help="L-BFGS iterations (default: 2000)")
+    fit.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=2000,
+        help="iterations (function evaluations for --method lm) (default: 2000)",
+    )
     fit.add_argument("--random-state", type=int, default=0, help="seed of the initial weights (default: 0)")
     fit.add_argument(
         "--standardize",
@@ -222,9 +254,10 @@ class _Progress:
             self._draw(end="\n")
 
 
-def _blas_threads_for_kernel_only(f):
-    """``(objective, context)``: run the optimizer inside ``context`` (one BLAS thread) and it
-    calls ``objective``, which is ``f`` under the BLAS thread count in force now.
+def _blas_threads_for_kernel_only(functions):
+    """``(wrapped, context)``: run the optimizer inside ``context`` (one BLAS thread) and it
+    calls the ``wrapped`` dict's functions, which are ``functions``' under the BLAS thread count
+    in force now.
 
     L-BFGS-B's own algebra is a few BLAS calls on vectors of n_params entries per iteration:
     threads cannot speed that up, and on a busy machine OpenBLAS's spinning threads slowed a
@@ -237,18 +270,90 @@ def _blas_threads_for_kernel_only(f):
     controller = ThreadpoolController()
     n_blas = max((i["num_threads"] for i in controller.select(user_api="blas").info()), default=None)
     if n_blas is None or n_blas == 1:
-        return f, contextlib.nullcontext()
+        return dict(functions), contextlib.nullcontext()
 
-    def objective(W):
-        with controller.limit(limits=n_blas, user_api="blas"):
-            return f(W)
+    def with_kernel_threads(fn):
+        def call(*args):
+            with controller.limit(limits=n_blas, user_api="blas"):
+                return fn(*args)
 
-    return objective, controller.limit(limits=1, user_api="blas")
+        return call
+
+    wrapped = {name: with_kernel_threads(fn) for name, fn in functions.items()}
+    return wrapped, controller.limit(limits=1, user_api="blas")
+
+
+class _Counted:
+    """``fn`` that counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+def _optimize(method, f, W0, max_iter, progress):
+    """Fit with ``method`` from ``W0``; returns ``(x, loss, iterations, calls, success, message)``
+    with ``calls`` a dict of how often each of f's functions ran."""
+    from scipy.optimize import least_squares, minimize
+
+    kind = METHODS[method]
+    names = {None: ("f",), "hessp": ("f", "hessp"), "hess": ("f", "hess"), "jac": ("residuals", "jac")}[kind]
+    sources = {"f": f, "hessp": f.hessp, "hess": f.hess, "residuals": f.residuals, "jac": f.residuals_jacobian}
+    counted = {name: _Counted(sources[name]) for name in names}
+    fns, optimizer_blas = _blas_threads_for_kernel_only(counted)
+    with optimizer_blas:
+        if kind == "jac":
+            last = {}
+
+            def residuals(W):
+                r = fns["residuals"](W)
+                last["cost"] = 0.5 * float(r @ r)
+                return r
+
+            def jacobian(W):  # one Jacobian per Levenberg-Marquardt iteration: the progress tick
+                progress(SimpleNamespace(fun=last.get("cost", float("nan"))))
+                return fns["jac"](W)
+
+            res = least_squares(residuals, W0, jac=jacobian, method="lm", max_nfev=max_iter)
+            x, loss, nit = res.x, float(res.cost), counted["jac"].calls
+        else:
+            curvature = {} if kind is None else {kind: fns[kind]}
+            res = minimize(
+                fns["f"], W0, jac=True, method=method, callback=progress, options={"maxiter": max_iter}, **curvature
+            )
+            x, loss, nit = res.x, float(res.fun), res.nit
+    calls = {name: c.calls for name, c in counted.items()}
+    return x, loss, nit, calls, bool(res.success), str(res.message)
+
+
+def _targets_and_output(args, classes, codes):
+    """The output layer, its number of units and the targets y for ``Network.bind``."""
+    k = len(classes)
+    output = args.output or ("logistic" if k == 2 else "softmax")
+    if args.method == "lm" and output != "identity":
+        raise CLIError(
+            f"--method lm is least squares (Levenberg-Marquardt) and needs --output identity "
+            f"(half squared error); the output here is {output} (cross-entropy)"
+        )
+    if output == "logistic" and k > 2:
+        raise CLIError(f"--output logistic takes two classes, the data hold {k}; use softmax or identity")
+    if output == "softmax":
+        return output, k, codes
+    if k == 2:
+        return output, 1, codes.astype(np.float64)
+    return output, k, np.eye(k)[codes]  # identity on one-hot rows
+
+
+def _predict_codes(net, W, X):
+    """Class indices from the network's outputs (identity outputs: nearest 0/1 or the largest)."""
+    P = net.predict_proba(W, X)
+    return (P[:, 0] > 0.5).astype(np.int64) if P.shape[1] == 1 else P.argmax(axis=1)
 
 
 def _cmd_fit(args):
-    from scipy.optimize import minimize
-
     from .backends import choose
     from .network import Network
 
@@ -268,10 +373,12 @@ def _cmd_fit(args):
         scale[scale == 0] = 1.0
     Xs = (X - mean) / scale
 
-    n_out = 1 if len(classes) == 2 else len(classes)
+    output, n_out, targets = _targets_and_output(args, classes, codes)
     l2 = args.l2 if args.l2 is not None else args.alpha / (2 * X.shape[0])
-    net = Network([X.shape[1], *args.hidden, n_out], activation=args.activation, l2=l2, backend=args.backend)
-    f = net.bind(Xs, codes)
+    net = Network(
+        [X.shape[1], *args.hidden, n_out], activation=args.activation, output=output, l2=l2, backend=args.backend
+    )
+    f = net.bind(Xs, targets)
     W0 = net.init_weights(random_state=args.random_state)
     backend = args.backend if args.backend != "auto" else choose(net.layout, X.shape[0])
 
@@ -284,21 +391,22 @@ def _cmd_fit(args):
     f(W0)  # the first call may compile a kernel (numba): timed apart from the fit
     first_call = time.perf_counter() - start
     progress = _Progress(args.max_iter, enabled=not args.quiet)
-    objective, optimizer_blas = _blas_threads_for_kernel_only(f)
     start = time.perf_counter()
-    with optimizer_blas:
-        res = minimize(
-            objective, W0, jac=True, method="L-BFGS-B", callback=progress, options={"maxiter": args.max_iter}
-        )
+    x, loss, nit, calls, success, message = _optimize(args.method, f, W0, args.max_iter, progress)
     elapsed = time.perf_counter() - start
     progress.close()
 
-    accuracy = float((net.predict(res.x, Xs) == codes).mean())
-    status = "converged" if res.success else f"stopped: {res.message}"
-    print(f"loss      {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations ({status})")
+    accuracy = float((_predict_codes(net, x, Xs) == codes).mean())
+    status = "converged" if success else f"stopped: {message}"
+    n_calls = sum(calls.values())
+    print(f"method    {args.method}")
+    print(f"loss      {loss:.6g} after {nit} iterations, {n_calls} evaluations ({status})")
     print(f"accuracy  {100 * accuracy:.2f} % on the training data")
+    per_call = "loss-and-gradient" if args.method == "L-BFGS-B" else "evaluation: " + " + ".join(
+        f"{n} {name}" for name, n in calls.items()
+    )
     print(
-        f"time      {elapsed:.3f} s ({1e3 * elapsed / max(res.nfev, 1):.3f} ms per loss-and-gradient; "
+        f"time      {elapsed:.3f} s ({1e3 * elapsed / max(n_calls, 1):.3f} ms per {per_call}; "
         f"first call {first_call:.3f} s)"
     )
 
@@ -306,7 +414,7 @@ def _cmd_fit(args):
         with open(args.save, "wb") as fh:
             np.savez(
                 fh,
-                W=res.x,
+                W=x,
                 layer_sizes=np.array(net.layer_sizes),
                 activation=net.activation,
                 output=net.output,
@@ -317,7 +425,7 @@ def _cmd_fit(args):
             )
         print(f"saved     {args.save}")
     if args.plot:
-        _plot_fit(args.plot, net, res.x, X, codes, classes, mean, scale, label, accuracy)
+        _plot_fit(args.plot, net, x, X, codes, classes, mean, scale, label, accuracy)
         print(f"plot      {args.plot}")
     return 0
 
@@ -329,7 +437,7 @@ def _plot_fit(path, net, W, X, codes, classes, mean, scale, label, accuracy):
     import matplotlib.pyplot as plt
 
     def predict(P):
-        return net.predict(W, (np.asarray(P, dtype=np.float64) - mean) / scale)
+        return _predict_codes(net, W, (np.asarray(P, dtype=np.float64) - mean) / scale)
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     try:

@@ -3,6 +3,11 @@
 Data flows one way: the user calls :class:`Network` (which validates once), the network calls a
 backend kernel (see :mod:`fastbp.backends`), the kernel returns ``(loss, grad)``. The flat weight
 layout and the kernel codes are in :mod:`fastbp.layout`.
+
+Second order (``hessp``, ``hess``, ``gauss_newton_product``, ``residuals``,
+``residuals_jacobian``) goes through the same kernels' second-order methods; a kernel that does
+not have them yet is replaced, for those calls only, by the NumPy reference (see
+:func:`_second_order_kernel`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,45 @@ from ._validation import (
 from .backends.numpy_backend import NumpyKernel
 from .layout import Layout
 
-__all__ = ["Network", "BoundObjective"]
+__all__ = ["Network", "BoundObjective", "MAX_DENSE_BYTES"]
+
+#: ``hess`` and ``residuals_jacobian`` refuse to build a dense result larger than this (2 GiB).
+MAX_DENSE_BYTES = 2 * 2**30
+#: Directions per block of the dense Hessian when the kernel states no ``max_directions``.
+DEFAULT_MAX_DIRECTIONS = 256
+
+
+def _second_order_kernel(kernel, reference, method):
+    """The kernel that computes ``method`` (``"hessp"``, ``"hessp_block"``,
+    ``"gauss_newton_product"``, ``"gauss_newton_block"``, ``"output_jacobian"``).
+
+    TEMPORARY, the one place of this fallback: ``kernel`` itself where it implements ``method``,
+    else ``reference``, the NumPy kernel of the same layout (same dtype, same conventions, memory
+    bounded by chunks of samples, but NumPy's speed). The compiled kernels do not implement the
+    second-order protocol yet; once every backend does, delete this function and call
+    ``getattr(kernel, method)`` directly.
+    """
+    return kernel if hasattr(kernel, method) else reference
+
+
+def _check_dense_size(what, shape):
+    n_bytes = 8 * shape[0] * shape[1]
+    if n_bytes > MAX_DENSE_BYTES:
+        raise ValueError(
+            f"{what}: the dense result would be {shape[0]} x {shape[1]} float64 = "
+            f"{n_bytes / 2**30:.1f} GiB, over the 2 GiB limit; use the matrix-free products "
+            "(hessp, gauss_newton_product) instead"
+        )
+
+
+def _symmetrize(H, block=256):
+    """H ← ½ (H + Hᵀ) in place, block by block (no second n × n array)."""
+    n = H.shape[0]
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            avg = 0.5 * (H[i : i + block, j : j + block] + H[j : j + block, i : i + block].T)
+            H[i : i + block, j : j + block] = avg
+            H[j : j + block, i : i + block] = avg.T
 
 
 class Network:
@@ -55,6 +98,11 @@ class Network:
     -----
     With ``t`` the targets, ``s_n`` the sample weights (1 when none) and ℓ_n the data term of
     sample n (see README), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
+
+    Second order, exact, for scipy's Newton, trust-region and least-squares solvers:
+    :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`, and for identity outputs
+    :meth:`residuals` and :meth:`residuals_jacobian` (the same methods, validated once, on the
+    objective :meth:`bind` returns).
 
     Examples
     --------
@@ -193,6 +241,45 @@ class Network:
         X, T, sw, scale = self._validate(X, y, sample_weight)
         return self._kernel_for(X.shape[0])(W, X, T, sw, scale, self._l2)
 
+    # ------------------------------------------------------------------------------ second order
+    def hessp(self, W, V, X, y, sample_weight=None):
+        """The Hessian of the loss at ``W`` times ``V``, every argument validated.
+
+        The same as ``self.bind(X, y, sample_weight).hessp(W, V)``: see
+        :meth:`BoundObjective.hessp`. Its signature fits ``minimize(net.loss_and_grad, W0,
+        args=(X, y), jac=True, hessp=net.hessp, method="trust-krylov")``.
+        """
+        W = check_weights(W, self.n_params)
+        V = check_weights(V, self.n_params, name="V")
+        return self.bind(X, y, sample_weight).hessp(W, V)
+
+    def hess(self, W, X, y, sample_weight=None):
+        """The dense Hessian of the loss at ``W``, every argument validated (see
+        :meth:`BoundObjective.hess`)."""
+        W = check_weights(W, self.n_params)
+        return self.bind(X, y, sample_weight).hess(W)
+
+    def gauss_newton_product(self, W, V, X, y, sample_weight=None):
+        """The Gauss-Newton matrix at ``W`` times ``V``, every argument validated (see
+        :meth:`BoundObjective.gauss_newton_product`)."""
+        W = check_weights(W, self.n_params)
+        V = check_weights(V, self.n_params, name="V")
+        return self.bind(X, y, sample_weight).gauss_newton_product(W, V)
+
+    def residuals(self, W, X, y, sample_weight=None):
+        """The least-squares residuals at ``W`` (identity outputs only), every argument
+        validated (see :meth:`BoundObjective.residuals`)."""
+        _require_identity_output(self, "residuals")
+        W = check_weights(W, self.n_params)
+        return self.bind(X, y, sample_weight).residuals(W)
+
+    def residuals_jacobian(self, W, X, y, sample_weight=None):
+        """The Jacobian of :meth:`residuals` at ``W``, every argument validated (see
+        :meth:`BoundObjective.residuals_jacobian`)."""
+        _require_identity_output(self, "residuals_jacobian")
+        W = check_weights(W, self.n_params)
+        return self.bind(X, y, sample_weight).residuals_jacobian(W)
+
     # ------------------------------------------------------------------------------ prediction
     def predict_proba(self, W, X):
         """Output probabilities (logistic, softmax) or values (identity), shape (n, n_outputs).
@@ -215,7 +302,9 @@ class Network:
 
 
 class BoundObjective:
-    """``f(W) -> (loss, grad)`` on data validated once by :meth:`Network.bind`.
+    """``f(W) -> (loss, grad)`` on data validated once by :meth:`Network.bind`, with the
+    curvature of the same loss: :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`,
+    :meth:`residuals` and :meth:`residuals_jacobian`.
 
     Attributes
     ----------
@@ -268,5 +357,158 @@ class BoundObjective:
         """Same as calling the objective: ``(loss, grad)`` at ``W``."""
         return self(W)
 
+    # ------------------------------------------------------------------------------ second order
+    def _second_order(self, method):
+        return getattr(_second_order_kernel(self._kernel, self.network._reference, method), method)
+
+    def hessp(self, W, V):
+        """The Hessian of the loss at ``W`` times the vector ``V``, exactly.
+
+        Computed by Pearlmutter's R-operator: one forward and one backward pass over the data,
+        about twice the work of ``loss_and_grad``, never a finite difference. ``H`` is the
+        Hessian of the total loss, so ``H V`` includes ``2 λ V`` on the coefficient entries.
+        For ``minimize(f, W0, jac=True, hessp=f.hessp, method=...)`` with "Newton-CG",
+        "trust-ncg", "trust-krylov" or "trust-constr".
+
+        Parameters
+        ----------
+        W, V : array-like of shape (n_params,)
+            Weights and direction, both finite; ``V`` is checked as ``W`` is.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params,)
+            A new array. Deterministic: bit-identical for the same inputs, backend and
+            ``n_threads``.
+        """
+        W = check_weights(W, self._n_params)
+        V = check_weights(V, self._n_params, name="V")
+        return self._second_order("hessp")(W, V, self.X, self.T, self.sample_weight, self.scale, self._l2)
+
+    def hess(self, W):
+        """The dense Hessian of the loss at ``W``, for ``minimize(..., hess=f.hess,
+        method="trust-exact")`` on small networks.
+
+        Built from Hessian-vector products on blocks of unit vectors, many directions carried
+        through each pass over the data (never one pass per parameter), then made exactly
+        symmetric as ½ (H + Hᵀ) (the products agree with their transposes to round-off).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params, n_params)
+
+        Raises
+        ------
+        ValueError
+            If the result would exceed 2 GiB (n_params above 16 384): use :meth:`hessp`.
+        """
+        W = check_weights(W, self._n_params)
+        P = self._n_params
+        _check_dense_size("hess", (P, P))
+        kernel = _second_order_kernel(self._kernel, self.network._reference, "hessp_block")
+        block = max(1, int(getattr(kernel, "max_directions", DEFAULT_MAX_DIRECTIONS)))
+        H = np.empty((P, P), dtype=np.float64)
+        for start in range(0, P, block):
+            k = min(block, P - start)
+            E = np.zeros((k, P), dtype=np.float64)
+            E[np.arange(k), start + np.arange(k)] = 1.0
+            H[start : start + k] = kernel.hessp_block(W, E, self.X, self.T, self.sample_weight, self.scale, self._l2)
+        _symmetrize(H)
+        return H
+
+    def gauss_newton_product(self, W, V):
+        """The Gauss-Newton matrix at ``W`` times ``V``: ``G V`` with
+
+        ``G = Σ_n s_n·scale·J_nᵀ Λ_n J_n + 2λ·I_coef``, ``J_n`` the Jacobian of sample n's output
+        pre-activations in ``W``, ``Λ_n`` the Hessian of its loss in them (positive
+        semi-definite: logistic diag p(1−p); softmax s·(diag p − p pᵀ), s = Σ_k t_k; identity
+        I), ``scale = 1 / Σ s_n``. G is positive semi-definite (definite with λ > 0 on
+        coefficients), equals H where the network is linear in W (no hidden layer), and is
+        what Gauss-Newton and Levenberg-Marquardt methods use in place of H.
+
+        Parameters
+        ----------
+        W, V : array-like of shape (n_params,)
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params,)
+        """
+        W = check_weights(W, self._n_params)
+        V = check_weights(V, self._n_params, name="V")
+        return self._second_order("gauss_newton_product")(
+            W, V, self.X, self.T, self.sample_weight, self.scale, self._l2
+        )
+
+    def _row_scale(self):
+        """sqrt(scale · s_n) per sample, float64 (n,)."""
+        if self.sample_weight is None:
+            return np.full(self.n_samples, np.sqrt(self.scale))
+        return np.sqrt(self.scale * self.sample_weight)
+
+    def residuals(self, W):
+        """The residual vector r(W) of the loss as a sum of squares (identity outputs only), for
+        ``scipy.optimize.least_squares(f.residuals, W0, jac=f.residuals_jacobian, method="lm")``.
+
+        ``r`` is ``sqrt(scale·s_n)·(p_nk − t_nk)`` per sample n and output k (C order: sample
+        by sample), then ``sqrt(2λ)·W[:n_coef]`` (zeros when λ = 0, present all the same), so
+        that ``½ ‖r‖² == loss``.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples · n_outputs + n_coef,)
+
+        Raises
+        ------
+        ValueError
+            On a logistic or softmax network: least squares needs an identity output.
+        """
+        _require_identity_output(self.network, "residuals")
+        W = check_weights(W, self._n_params)
+        layout = self.network.layout
+        n, m, n_coef = self.n_samples, layout.n_outputs, layout.n_coef
+        r = np.empty(n * m + n_coef, dtype=np.float64)
+        p = self.network._reference.predict_output(W, self.X)  # identity: a^L, float64
+        p -= self.T
+        p *= self._row_scale()[:, None]
+        r[: n * m] = p.ravel()
+        np.multiply(np.sqrt(2.0 * self._l2), W[:n_coef], out=r[n * m :])
+        return r
+
+    def residuals_jacobian(self, W):
+        """``∂r/∂W`` of :meth:`residuals`, dense (identity outputs only).
+
+        Row ``n·n_outputs + k`` is ``sqrt(scale·s_n)·∂p_nk/∂W`` (one backward pass per output
+        unit, kept per sample); the last ``n_coef`` rows are ``sqrt(2λ)`` times the identity on
+        the coefficient entries.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples · n_outputs + n_coef, n_params)
+
+        Raises
+        ------
+        ValueError
+            On a logistic or softmax network, or when the result would exceed 2 GiB.
+        """
+        _require_identity_output(self.network, "residuals_jacobian")
+        W = check_weights(W, self._n_params)
+        layout = self.network.layout
+        n_rows = self.n_samples * layout.n_outputs
+        n_coef = layout.n_coef
+        _check_dense_size("residuals_jacobian", (n_rows + n_coef, self._n_params))
+        J = np.zeros((n_rows + n_coef, self._n_params), dtype=np.float64)
+        self._second_order("output_jacobian")(W, self.X, self._row_scale(), J[:n_rows])
+        J[n_rows + np.arange(n_coef), np.arange(n_coef)] = np.sqrt(2.0 * self._l2)
+        return J
+
     def __repr__(self):
         return f"<BoundObjective of {self.network!r} on {self.n_samples} samples>"
+
+
+def _require_identity_output(network, what):
+    if network.output != "identity":
+        raise ValueError(
+            f"{what}: least squares needs an identity output (half squared error); this network's "
+            f"output is {network.output!r}. Use minimize with hessp or gauss_newton_product instead"
+        )

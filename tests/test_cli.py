@@ -89,6 +89,33 @@ def test_fit_npz_and_csv_with_other_labels(capsys, tmp_path):
     assert accuracy_of(out) < 80.0  # no hidden layer: a line cannot separate XOR
 
 
+@pytest.mark.parametrize("method", ["Newton-CG", "trust-ncg", "trust-krylov", "trust-exact", "trust-constr"])
+def test_fit_second_order_methods(capsys, method):
+    rc, out, err = run(capsys, "fit", "moons", "--hidden", "6", "--method", method, "--max-iter", "200", "-q")
+    assert rc == 0, err
+    assert f"method    {method}" in out
+    assert accuracy_of(out) >= 95.0
+    curvature = "hess" if method == "trust-exact" else "hessp"
+    calls = re.search(rf"ms per evaluation: (\d+) f \+ (\d+) {curvature};", out)
+    assert calls and int(calls.group(2)) > 0  # the curvature was used
+
+
+def test_fit_levenberg_marquardt_with_identity_output(capsys, tmp_path):
+    npz = tmp_path / "w.npz"
+    rc, out, err = run(capsys, "fit", "moons", "--hidden", "6", "--output", "identity", "--method", "lm", "--save", npz)
+    assert rc == 0, err
+    assert "identity output" in out and "method    lm" in out
+    assert re.search(r"ms per evaluation: \d+ residuals \+ \d+ jac;", out)
+    assert accuracy_of(out) >= 95.0
+    with np.load(npz) as z:
+        assert str(z["output"]) == "identity"
+    # three classes: one-hot targets on three identity outputs
+    rc, out, err = run(capsys, "fit", "pinwheel", "--hidden", "8", "--output", "identity", "--max-iter", "300", "-q")
+    assert rc == 0, err
+    assert "[2, 8, 3]" in out and "identity output" in out
+    assert accuracy_of(out) > 90.0
+
+
 def test_fit_three_features_cannot_plot(capsys, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", X=rng.normal(size=(30, 3)), y=rng.integers(0, 2, 30))
@@ -114,6 +141,11 @@ def test_fit_three_features_cannot_plot(capsys, tmp_path):
         (["fit"], ["required"]),
         (["frobnicate"], ["invalid choice"]),
         ([], ["required"]),
+        (["fit", "moons", "--method", "lm"], ["--method lm", "needs --output identity", "logistic"]),
+        (["fit", "pinwheel", "--method", "lm", "--output", "softmax"], ["needs --output identity", "softmax"]),
+        (["fit", "moons", "--method", "BFGS"], ["--method", "invalid choice", "trust-krylov"]),
+        (["fit", "pinwheel", "--output", "logistic"], ["--output logistic takes two classes", "3"]),
+        (["fit", "moons", "--output", "poisson"], ["--output", "invalid choice"]),
         (["bench", "--cases", "tiny"], ["unknown case 'tiny'", "seed4layer"]),
         (["bench", "--repeat", "x"], ["--repeat"]),
     ],

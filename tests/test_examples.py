@@ -95,6 +95,20 @@ def test_06_multiclass(tmp_path):
     check_png(tmp_path / "06_multiclass.png")
 
 
+def test_07_second_order(tmp_path):
+    out = run_example("07_second_order.py", tmp_path)
+    initial = {m[0]: float(m[1]) for m in re.findall(r"^(\w+) \(.*initial loss ([\d.e+-]+)\)$", out, flags=re.M)}
+    assert set(initial) == {"moons", "spirals", "fitnet"}
+    rows = re.findall(r"^ +(L-BFGS-B|trust-krylov|Newton-CG|trust-exact|lm) +([\d.e+-]+) +(\d+) ", out, flags=re.M)
+    methods = [m for m, _, _ in rows]
+    assert methods == ["L-BFGS-B", "trust-krylov", "Newton-CG", "trust-exact"] * 2 + ["L-BFGS-B", "trust-krylov", "lm"]
+    finals = [float(loss) for _, loss, _ in rows]
+    starts = [initial["moons"]] * 4 + [initial["spirals"]] * 4 + [initial["fitnet"]] * 3
+    for method, final, start in zip(methods, finals, starts):
+        assert final < start, (method, final, start)  # every method made progress, even in --fast
+    check_png(tmp_path / "07_second_order.png")
+
+
 HELP_SCRIPT = r"""
 import contextlib, io, json, runpy, sys
 results = {}
@@ -116,7 +130,7 @@ def test_every_example_takes_out_and_fast():
     offers ``--out`` and ``--fast``. The numbered ones import ``_common`` from their folder;
     distributed.py, named like the ``distributed`` package, takes its folder off the path: last."""
     paths = sorted(str(p) for p in EXAMPLES.glob("[0-9]*.py")) + [str(EXAMPLES / "distributed.py")]
-    assert len(paths) == 7
+    assert len(paths) == 8
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *paths], capture_output=True, text=True, env=env,
                           timeout=300)

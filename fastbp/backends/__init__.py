@@ -20,6 +20,39 @@ A backend is a module that defines ``BACKEND``, an object with
     distributed objective passes ``scale=1, l2=0`` to get per-partition sums. Inputs are never
     written to. Results are bit-identical for the same inputs and thread count.
 
+Second order: the kernel methods below, with the same arguments, conventions (``scale``, ``l2``,
+``sample_weight``, dtype: compute in ``layout.dtype``, sum over samples in float64), determinism
+(bit-identical for the same inputs and thread count), memory independent of n, and the rule that
+inputs are never written to. ``V`` is float64, C-contiguous and finite, like ``W``. With
+``H = ∂²loss/∂W²`` and ``G = scale · Σ_n s_n J_nᵀ Λ_n J_n + 2 l2 · I_coef`` (``J_n = ∂a^L_n/∂W``
+the Jacobian of sample n's output pre-activations, ``Λ_n`` the Hessian of its data term ℓ_n in
+them: logistic ``diag p(1−p)``, softmax ``s (diag p − p pᵀ)`` with ``s = Σ_k t_k``, identity
+``I``, exponential ``diag exp(a)``)::
+
+    H V = scale * Σ_n s_n ∂²ℓ_n/∂W² V  + 2 * l2 * V   (the last term on coefficients only)
+
+``kernel.hessp(W, V, X, T, sample_weight, scale, l2) -> ndarray``
+    ``V`` of shape ``(n_params,)``; returns ``H V``, a new float64 array of shape ``(n_params,)``.
+``kernel.hessp_block(W, V, X, T, sample_weight, scale, l2) -> ndarray``
+    ``V`` of shape ``(k, n_params)``, k ≥ 1: k directions, each row in the flat layout of ``W``.
+    Returns a new float64 ``(k, n_params)`` array whose row d is ``H V[d]``, computed in one
+    pass over the samples that carries all k directions (a kernel may repack ``V`` into its own
+    order once per call). ``Network.hess`` calls it on blocks of rows of the identity, so its
+    results are the rows of the dense Hessian.
+``kernel.gauss_newton_product(W, V, ...)``, ``kernel.gauss_newton_block(W, V, ...)``
+    The same with ``G`` in place of ``H``.
+``kernel.output_jacobian(W, X, row_scale, out) -> None``
+    ``row_scale``: float64, C-contiguous, shape ``(n,)``. ``out``: float64, C-contiguous,
+    shape ``(n · n_outputs, n_params)``, whose every entry the kernel overwrites: row
+    ``n · n_outputs + j`` is ``row_scale[n] · ∂a^L_{n,j}/∂W`` (per sample, not summed).
+``kernel.max_directions`` (optional int)
+    The most directions ``Network.hess`` passes to one ``hessp_block`` call (default 256).
+
+The NumPy reference (:mod:`fastbp.backends.numpy_rop`) implements all of them by Pearlmutter's
+R-operator; its module docstring has the formulas. Until a backend's kernel has a method,
+``Network`` computes that method with the NumPy kernel of the same layout
+(``fastbp.network._second_order_kernel``).
+
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.
 

@@ -141,6 +141,32 @@ class NumpyKernel:
             a /= a.sum(axis=1, keepdims=True)
         return a
 
+    # ---------------------------------------------------------- second order (see numpy_rop)
+    #: Most directions per ``*_block`` call (``Network.hess`` cuts the identity into such blocks);
+    #: the samples are then processed in chunks that bound the memory (numpy_rop.CHUNK_VALUES).
+    max_directions = 1024
+
+    def hessp(self, W, V, X, T, sample_weight, scale, l2):
+        return self.hessp_block(W, V[None, :], X, T, sample_weight, scale, l2)[0]
+
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
+        from .numpy_rop import curvature_block
+
+        return curvature_block(self.layout, W, V, X, T, sample_weight, scale, l2)
+
+    def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
+        return self.gauss_newton_block(W, V[None, :], X, T, sample_weight, scale, l2)[0]
+
+    def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
+        from .numpy_rop import curvature_block
+
+        return curvature_block(self.layout, W, V, X, T, sample_weight, scale, l2, gauss_newton=True)
+
+    def output_jacobian(self, W, X, row_scale, out):
+        from .numpy_rop import output_jacobian
+
+        output_jacobian(self.layout, W, X, row_scale, out)
+
 
 class NumpyBackend:
     name = "numpy"
