@@ -160,3 +160,22 @@ def test_locator_keeps_numbas_cache_directories(tmp_path, monkeypatch):
     assert locator.get_source_stamp() == cache.PACKAGE_STAMP
 
     assert cache.PackageCacheLocator.from_function(test_stamp_follows_every_module, __file__) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_is_cached_after_a_call_of_each_kind(dtype, monkeypatch):
+    """is_cached builds the signature of the entry point as the backend calls it: after a call of
+    each kind (unit-major, sample-major BLAS) it finds that call's compiled code on disk."""
+    from fastbp.backends import numba_backend
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
+    for blas in (False, True):
+        with monkeypatch.context() as m:
+            if blas:
+                m.setattr(numba_backend, "BLAS_MIN_COEFS", 1)
+            net = fastbp.Network([3, 4, 1], backend="numba", dtype=dtype)
+            f = net.bind(X, y)
+            assert f._kernel.uses_blas == blas
+            f(net.init_weights(0))
+        assert numba_kernels.is_cached(dtype, blas=blas)

@@ -10,7 +10,8 @@ cache as before.
 
 Where the cache lives stays Numba's choice: ``NUMBA_CACHE_DIR`` when set, else the package's
 ``__pycache__``, else (a read-only install) the user-wide cache directory. The locator asks Numba's
-own locators, in Numba's order, and changes only the stamp.
+own locators, in Numba's order, and changes only the stamp. (A list of locators forced through
+``NUMBA_CACHE_LOCATOR_CLASSES`` replaces Numba's list, this locator included.)
 
 :func:`is_cached` says whether the cache already holds the compiled entry point for a dtype.
 """
