@@ -9,8 +9,8 @@ Threads: the samples are cut into ``n_blocks`` fixed blocks, ``n_blocks`` depend
 number of samples, the layout and ``n_threads``; each block sums into its own float64 buffer and
 the buffers are added in block order. The same inputs and ``n_threads`` therefore give
 bit-identical results, however many threads actually ran. The blocks run on the calling thread
-and the workers of :mod:`fastbp.backends.numba_kernels.pool_threads` (why not ``prange``: see there). Networks
-with a BLAS layer run one block and let BLAS use the cores.
+and the workers of :mod:`fastbp.backends.numba_kernels.pool_threads` (why not ``prange``: see
+there). Networks with a BLAS layer run one block and let BLAS use the cores.
 """
 
 from __future__ import annotations
