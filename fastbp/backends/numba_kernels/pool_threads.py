@@ -1,17 +1,17 @@
-"""The numba backend's threads: a small spin-then-sleep pool of Python threads running compiled code.
+"""The thread pool's Python half: a small spin-then-sleep pool of Python threads running compiled code.
 
 Why not Numba's ``prange``: its OpenMP layer's workers spin after each region, and so do the
 OpenBLAS threads scipy's L-BFGS-B wakes between two objective calls; on two cores the three spin
 against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.8 s instead of
 13 ms. Its workqueue layer sleeps instead, but a region then costs ~75 µs. Here:
 
-* The samples are cut into ``K`` fixed blocks (see ``_numba_kernels.block_start``); block ``b`` sums into its
-  own float64 row ``gbuf[b]`` and the rows are reduced in block order, so the result depends on
-  ``K`` only, never on which thread ran which block.
+* The samples are cut into ``K`` fixed blocks (see :func:`.pool.block_start`); block ``b`` sums
+  into its own float64 row ``gbuf[b]`` and the rows are reduced in block order, so the result
+  depends on ``K`` only, never on which thread ran which block.
 * The calling thread publishes a job and claims blocks itself, one compare-and-swap on one word
   (generation | T | K | next block) at a time; it waits only for blocks another thread has
   claimed, and therefore is running. A worker that does not come in time finds no block left.
-* Workers are daemon Python threads that spend their life in ``_numba_kernels.run`` (as
+* Workers are daemon Python threads that spend their life in :func:`.driver.run` (as
   ``_serve``), compiled with ``nogil``: after a job a worker spins for about half a millisecond
   of its own CPU time (an optimizer's next call finds it awake), calling ``sched_yield`` every
   few microseconds so that a thread sharing its core is not starved, and moving off the caller's
@@ -22,9 +22,9 @@ against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.
   that table, so the kernels are compiled once per dtype, whoever runs them.
 
 The pool is the same algorithm as the Cython backend's ``src_kernels/fb_pool.h``, written with
-Numba's compiled code and llvmlite atomics. The compiled part lives in ``_numba_kernels.py`` (one
-source file for Numba's cache to check); this module is the Python side: threads, sleep and
-wake, fork. x86's ``pause`` and time-stamp counter, POSIX ``sched_yield`` and Linux's
+Numba's compiled code and llvmlite atomics. The compiled part is :mod:`.pool` (inlined into the
+entry point :func:`.driver.run`); this module is the Python side: threads, sleep and wake, fork.
+x86's ``pause`` and time-stamp counter, POSIX ``sched_yield`` and Linux's
 ``sched_getcpu``/affinity are used where they exist.
 """
 
@@ -35,7 +35,8 @@ import threading
 
 import numpy as np
 
-from ._numba_kernels import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES, run
+from .driver import run
+from .pool import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
 
 
 # ------------------------------------------------------------------------ the pool in Python

@@ -1,0 +1,53 @@
+"""The compiled code of the ``numba`` backend: tiled forward pass, δ backpropagation, gradient sums.
+
+Notation is the lab's (exercise 5a): for layer ``l``, ``a`` is the pre-activation, ``z = σ(a)`` the
+unit's output, ``δ = ∂ℓ/∂a``, and ``W`` the coefficients ``coef_l`` of shape ``(n_in, n_out)``.
+
+One module per concept, from the bottom up:
+
+=====================  =========================================================================
+:mod:`.cache`          the disk cache, keyed on the contents of every module of this package
+:mod:`.jit`            the ``njit`` options every module compiles with
+:mod:`.meta`           a network's layout as one int64 array, :func:`~.meta.make_meta`
+:mod:`.vec8`           explicit 8-lane vectors (llvmlite intrinsics)
+:mod:`.transcendental` vectorizable e^x, log, σ, tanh, scalar and on 8 lanes
+:mod:`.activations`    z = σ(a) and δ ← σ'(a) δ of the hidden layers
+:mod:`.tile_products`  W^T z + b and W δ on tiles, the gradient sums Σ z δ
+:mod:`.output_layer`   the loss and δ^L of each output kind
+:mod:`.backprop`       block kernels: forward and backward over the tiles of a block
+:mod:`.pool`           the thread pool's compiled half: claiming and serving blocks
+:mod:`.driver`         the entry point :func:`~.driver.run`, for the caller and the workers
+:mod:`.pool_threads`   the thread pool's Python half: worker threads, sleep and wake, fork
+=====================  =========================================================================
+
+How the work is laid out
+------------------------
+* Samples are processed in **tiles** of at most ``tile`` samples. Inside a tile every layer is
+  stored *unit-major*: ``Z_l`` has shape ``(n_units, ts)``, one contiguous row per unit, so every
+  inner loop runs over the samples of the tile, contiguous in memory, and vectorizes whatever the
+  layer widths are. Memory is per tile, never per sample count.
+* Layers that are wide (flagged in ``meta``) hand their tile products to BLAS through ``np.dot``.
+* The samples are split into ``n_blocks`` fixed blocks; block ``b`` accumulates its loss and
+  gradient into its own float64 row ``gbuf[b]``. The rows are reduced in the fixed order
+  ``0, 1, ..., n_blocks - 1``, so results are bit-identical for a given split whichever threads
+  ran the blocks (the caller alone or with the workers of :mod:`.pool_threads`).
+* float32 computes the layers in float32, evaluates the transcendental functions and the loss in
+  float64, and accumulates loss and gradient in float64.
+
+The integer array ``meta`` carries the layout, so a new architecture reuses the compiled code:
+only the dtype selects a specialization.
+
+Adding to it
+------------
+A new computation over the samples is a new block kernel (the signature is in :mod:`.backprop`)
+and, when it needs one, a new entry point beside :func:`~.driver.run` that passes its block kernel
+to the pool's ``_claim``/``_serve``/``_run_block``. The passes of the R-operator (Hessian-vector
+products: R{a}, R{z} forward, R{δ} backward) go in a module ``roperator``; an optimizer's epoch
+(scikit-learn's SGD and Adam: one compiled call per epoch, minibatch gradients by the block
+kernels, then the step) in a module ``epoch``, its update rules in ``optimizers``. Every module of
+the package is part of the cache stamp, so nothing else is needed to keep the cache fresh.
+"""
+
+from .cache import PACKAGE_STAMP, is_cached
+
+__all__ = ["PACKAGE_STAMP", "is_cached"]
