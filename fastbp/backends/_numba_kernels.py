@@ -1067,6 +1067,19 @@ def _add_f64(G, tmp):
 
 
 # ----------------------------------------------------------------------------------- output layer
+_EXP_SPLIT = 708.0  # exp_parts clamps at 709: above this, e^a = (e^(a/2))², which overflows to inf
+_TINY = 2.2250738585072014e-308  # the least positive normal float64 (log1 and vlog need normals)
+
+
+@njit(**_MATH)
+def exp_overflowing(a):
+    """e^a for float64 a, +inf past float64's range (a > 709.78), unlike :func:`exp1`."""
+    if a <= _EXP_SPLIT:
+        return exp1(a)
+    h = exp1(0.5 * a)
+    return h * h
+
+
 @njit(**_FAST)
 def _sum(v):
     """Σ v in float64 (a fixed-order vectorized reduction: the compiled order does not vary)."""
@@ -1083,7 +1096,7 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     ``Ap``, ``Dp``: (m, tsp) unit-major output pre-activations and deltas, of which the first
     ``ts`` columns are samples and the rest padding (its δ is set to 0); ``T``: the whole (n, m)
     target array, the tile's rows starting at ``t0``; ``sw``: sample weights or an empty array.
-    Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax.
+    Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax, 3 exponential.
 
     Every loop runs over the tile's samples without a loop-carried sum (the per-sample losses go
     to scratch, summed at the end), so each vectorizes with the scalar exp and log inlined.
@@ -1159,6 +1172,24 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
             ek = e[k * ts : (k + 1) * ts]
             for s in range(ts):
                 D[s] = amax[s] * ek[s] - w[s] * np.float64(T[t0 + s, k])
+    elif code == 3:
+        # p = e^a rounded to the compute dtype (inf past its range, stored in D first);
+        # ℓ = t log t − t a + (p − t), half the Poisson deviance; δ = p − t. A sample of weight
+        # 0 gets exactly 0 (not 0 · inf).
+        for s in range(ts):
+            lv[s] = 0.0
+        for k in range(m):
+            A = Ap[k]
+            D = Dp[k]
+            for s in range(ts):
+                a = np.float64(A[s])
+                t = np.float64(T[t0 + s, k])
+                D[s] = exp_overflowing(a)
+                d = np.float64(D[s]) - t
+                tlogt = t * log1(max(t, _TINY)) if t > 0.0 else 0.0
+                counts = w[s] > 0.0
+                D[s] = w[s] * d if counts else 0.0
+                lv[s] += w[s] * ((tlogt - t * a) + d) if counts else 0.0
     else:
         # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
         for s in range(ts):
@@ -1241,6 +1272,24 @@ def output_tile(code, Z, ao, D, do, tsp, m, T, t0, ts, sw, ws):
             for k in range(m):
                 t = vldd(ws, tt + k * tsp + s)
                 vstc(D, do + k * tsp + s, vsub(vmul(scale, vldd(D, do + k * tsp + s)), vmul(w, t)))
+    elif code == 3:
+        # p = e^a rounded to the compute dtype (inf past its range; stored in D first);
+        # ℓ = t log t − t a + (p − t), half the Poisson deviance; δ = p − t. A sample of weight
+        # 0 (and the padding) gets exactly 0 (not 0 · inf).
+        for k in range(m):
+            for s in range(0, tsp, 8):
+                o = do + k * tsp + s
+                a = vldd(Z, ao + k * tsp + s)
+                t = vldd(ws, tt + k * tsp + s)
+                w = vldd(ws, wo + s)
+                p, sc = vexp_parts(a)
+                ph, sh = vexp_parts(vmul(a, 0.5))
+                eh = vmuladd(ph, sh, sh)
+                vstc(D, o, vwhere_gt(a, _EXP_SPLIT, vmul(eh, eh), vmuladd(p, sc, sc)))
+                d = vsub(vldd(D, o), t)
+                tlogt = vwhere_gt(t, 0.0, vmul(t, vlog(vwhere_gt(t, _TINY, t, _TINY))), 0.0)
+                vstc(D, o, vwhere_gt(w, 0.0, vmul(w, d), 0.0))
+                acc = vadd(acc, vwhere_gt(w, 0.0, vmul(w, vadd(vsub(tlogt, vmul(t, a)), d)), 0.0))
     else:
         # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
         for k in range(m):
