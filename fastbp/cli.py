@@ -58,6 +58,16 @@ def _non_negative(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -84,9 +94,11 @@ def _build_parser():
 
     fit = sub.add_parser(
         "fit",
-        help="train a network with L-BFGS on a data file or a bundled dataset",
+        help="train a network (L-BFGS, SGD or Adam) on a data file or a bundled dataset",
         description=(
-            "Train a classifier with scipy's L-BFGS-B on fastbp's loss and gradient. DATA is a "
+            "Train a classifier on fastbp's loss and gradient: scipy's L-BFGS-B on the full batch "
+            "(the lab's initial weights and λ), or SGD / Adam on minibatches (fastbp.MLPClassifier: "
+            "scikit-learn's initial weights, alpha per batch, stopping when the loss stalls). DATA is a "
             f"bundled dataset ({', '.join(names())}) or one or more files: .mat (X and y, or "
             "one class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
         ),
@@ -114,7 +126,28 @@ def _build_parser():
         help="scikit-learn's alpha, λ = alpha / (2 n_samples) (default: 1e-4)",
     )
     fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
-    fit.add_argument("--max-iter", type=_positive_int, default=2000, help="L-BFGS iterations (default: 2000)")
+    fit.add_argument(
+        "--solver",
+        default="lbfgs",
+        choices=["lbfgs", "sgd", "adam"],
+        help="lbfgs: full-batch L-BFGS-B; sgd, adam: minibatches (default: lbfgs)",
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="minibatch size of sgd and adam (default: min(200, n_samples))",
+    )
+    fit.add_argument(
+        "--learning-rate-init",
+        type=_positive_float,
+        default=1e-3,
+        metavar="ETA",
+        help="step size of sgd and adam (default: 0.001, scikit-learn's; lbfgs ignores it)",
+    )
+    fit.add_argument(
+        "--max-iter", type=_positive_int, default=2000, help="L-BFGS iterations, or epochs of sgd/adam (default: 2000)"
+    )
     fit.add_argument("--random-state", type=int, default=0, help="seed of the initial weights (default: 0)")
     fit.add_argument(
         "--standardize",
@@ -247,8 +280,6 @@ def _blas_threads_for_kernel_only(f):
 
 
 def _cmd_fit(args):
-    from scipy.optimize import minimize
-
     from .backends import choose
     from .network import Network
 
@@ -261,6 +292,10 @@ def _cmd_fit(args):
     classes, codes = _encode_labels(y)
     if args.plot and X.shape[1] != 2:
         raise CLIError(f"--plot needs 2-D data, but {label} has {X.shape[1]} features")
+    if args.batch_size is not None and args.solver == "lbfgs":
+        raise CLIError("--batch-size is for --solver sgd or adam (lbfgs uses every sample at each step)")
+    if args.batch_size is not None and args.batch_size > X.shape[0]:
+        raise CLIError(f"--batch-size {args.batch_size} is larger than the {X.shape[0]} samples of {label}")
 
     mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
     if args.standardize:
@@ -283,22 +318,15 @@ def _cmd_fit(args):
     start = time.perf_counter()
     f(W0)  # the first call may compile a kernel (numba): timed apart from the fit
     first_call = time.perf_counter() - start
-    progress = _Progress(args.max_iter, enabled=not args.quiet)
-    objective, optimizer_blas = _blas_threads_for_kernel_only(f)
-    start = time.perf_counter()
-    with optimizer_blas:
-        res = minimize(
-            objective, W0, jac=True, method="L-BFGS-B", callback=progress, options={"maxiter": args.max_iter}
-        )
-    elapsed = time.perf_counter() - start
-    progress.close()
-
-    accuracy = float((net.predict(res.x, Xs) == codes).mean())
-    status = "converged" if res.success else f"stopped: {res.message}"
-    print(f"loss      {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations ({status})")
+    if args.solver == "lbfgs":
+        W, summary, elapsed, n_calls = _fit_lbfgs(args, f, W0)
+    else:
+        W, summary, elapsed, n_calls = _fit_stochastic(args, net, Xs, codes, l2)
+    accuracy = float((net.predict(W, Xs) == codes).mean())
+    print(summary)
     print(f"accuracy  {100 * accuracy:.2f} % on the training data")
     print(
-        f"time      {elapsed:.3f} s ({1e3 * elapsed / max(res.nfev, 1):.3f} ms per loss-and-gradient; "
+        f"time      {elapsed:.3f} s ({1e3 * elapsed / max(n_calls, 1):.3f} ms per loss-and-gradient; "
         f"first call {first_call:.3f} s)"
     )
 
@@ -306,7 +334,7 @@ def _cmd_fit(args):
         with open(args.save, "wb") as fh:
             np.savez(
                 fh,
-                W=res.x,
+                W=W,
                 layer_sizes=np.array(net.layer_sizes),
                 activation=net.activation,
                 output=net.output,
@@ -317,9 +345,63 @@ def _cmd_fit(args):
             )
         print(f"saved     {args.save}")
     if args.plot:
-        _plot_fit(args.plot, net, res.x, X, codes, classes, mean, scale, label, accuracy)
+        _plot_fit(args.plot, net, W, X, codes, classes, mean, scale, label, accuracy)
         print(f"plot      {args.plot}")
     return 0
+
+
+def _fit_lbfgs(args, f, W0):
+    """L-BFGS-B on the bound objective: ``(W, summary line, seconds, objective calls)``."""
+    from scipy.optimize import minimize
+
+    progress = _Progress(args.max_iter, enabled=not args.quiet)
+    objective, optimizer_blas = _blas_threads_for_kernel_only(f)
+    start = time.perf_counter()
+    with optimizer_blas:
+        res = minimize(
+            objective, W0, jac=True, method="L-BFGS-B", callback=progress, options={"maxiter": args.max_iter}
+        )
+    elapsed = time.perf_counter() - start
+    progress.close()
+    status = "converged" if res.success else f"stopped: {res.message}"
+    summary = f"loss      {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations ({status})"
+    return res.x, summary, elapsed, res.nfev
+
+
+def _fit_stochastic(args, net, Xs, codes, l2):
+    """SGD or Adam through fastbp.MLPClassifier (scikit-learn's loop and initialisation, with
+    alpha = 2 n λ so that the full-batch penalty is the lab's λ): ``(W, summary line, seconds,
+    minibatch steps)``."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from .estimators import MLPClassifier
+
+    n = Xs.shape[0]
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(args.hidden),
+        activation=net.activation,
+        solver=args.solver,
+        alpha=2 * n * l2,
+        batch_size="auto" if args.batch_size is None else args.batch_size,
+        learning_rate_init=args.learning_rate_init,
+        max_iter=args.max_iter,
+        random_state=args.random_state,
+        backend=args.backend,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(Xs, codes)
+    elapsed = time.perf_counter() - start
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    status = "stopped: the loss stopped improving" if converged else "stopped: max-iter reached"
+    batch = min(200, n) if args.batch_size is None else args.batch_size
+    steps = clf.n_iter_ * -(-n // batch)
+    W = net.pack(clf.coefs_, clf.intercepts_)
+    summary = (
+        f"loss      {clf.loss_:.6g} after {clf.n_iter_} epochs of {args.solver}, {steps} minibatch steps ({status})"
+    )
+    return W, summary, elapsed, steps
 
 
 def _plot_fit(path, net, W, X, codes, classes, mean, scale, label, accuracy):
