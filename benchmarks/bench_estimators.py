@@ -36,6 +36,7 @@ RANDOM_STATE = 0
 
 def _params(case):
     return dict(
+        solver="lbfgs",  # sgd and adam: bench_stochastic.py
         hidden_layer_sizes=case.layer_sizes[1:-1],
         activation=case.activation,
         alpha=case.alpha,
@@ -48,7 +49,7 @@ def make_estimator(impl, case_name, backend="auto"):
     """The estimator ``impl`` ("fastbp" or "sklearn") for a case, with the shared settings."""
     case = CASES[case_name]
     if impl == "sklearn":
-        return SkMLPClassifier(solver="lbfgs", **_params(case))
+        return SkMLPClassifier(**_params(case))
     return fastbp.MLPClassifier(backend=backend, n_threads=1, **_params(case))
 
 
@@ -182,7 +183,7 @@ def main():
     for name in BENCH_CASES:
         X, y = make_case_data(name)
         case = CASES[name]
-        sk = SkMLPClassifier(solver="lbfgs", **_params(case))
+        sk = SkMLPClassifier(**_params(case))
         fb = fastbp.MLPClassifier(**_params(case))
         _fit(sk, X, y), _fit(fb, X, y)
         t_sk, t_fb = [], []

@@ -79,7 +79,7 @@ def main():
             "mlp__random_state": [0, 1],
         }
     max_iter = 300 if args.fast else 1000
-    pipe = Pipeline([("scale", StandardScaler()), ("mlp", fastbp.MLPClassifier(max_iter=max_iter))])
+    pipe = Pipeline([("scale", StandardScaler()), ("mlp", fastbp.MLPClassifier(solver="lbfgs", max_iter=max_iter))])
     search = GridSearchCV(pipe, grid, cv=3)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -104,7 +104,7 @@ def main():
     # 3b: the best network, and a small one, on added features (the small one's error is the
     # mean over three random starts: with 5 units the start matters)
     best_mlp = best.named_steps["mlp"]
-    small = fastbp.MLPClassifier((5,), activation="tanh", alpha=1e-2, max_iter=max_iter)
+    small = fastbp.MLPClassifier((5,), activation="tanh", solver="lbfgs", alpha=1e-2, max_iter=max_iter)
     small_states = [0] if args.fast else [0, 1, 2]
     models = {}
     print(f"3b  test error        {'best network':>13} {'(5,) tanh':>10}")

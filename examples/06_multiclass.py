@@ -76,7 +76,7 @@ def main():
 
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     hidden = (16,) if args.fast else (30, 30)
-    clf = fastbp.MLPClassifier(hidden, activation="tanh", alpha=1e-2, max_iter=1000, random_state=0)
+    clf = fastbp.MLPClassifier(hidden, activation="tanh", solver="lbfgs", alpha=1e-2, max_iter=1000, random_state=0)
     start = time.perf_counter()
     clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start

@@ -102,6 +102,11 @@ def check_targets(y, layout, n_samples):
                 raise ValueError(
                     "y: softmax targets given as rows must be one-hot or probability rows summing to 1"
                 )
+    elif layout.output == "exponential" and y.size and y.min() < 0:
+        raise ValueError(
+            "y: exponential (Poisson) targets must be non-negative (counts or rates), "
+            f"got a minimum of {y.min()}"
+        )
     return _cast_finite(y, layout.dtype, "y")
 
 

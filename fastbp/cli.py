@@ -70,6 +70,16 @@ def _non_negative(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -96,12 +106,14 @@ def _build_parser():
 
     fit = sub.add_parser(
         "fit",
-        help="train a network with L-BFGS on a data file or a bundled dataset",
+        help="train a network (L-BFGS, second-order methods, SGD or Adam) on a data file or a bundled dataset",
         description=(
-            "Train a classifier with scipy's L-BFGS-B (or another --method) on fastbp's loss, "
-            f"gradient and curvature. DATA is a bundled dataset ({', '.join(names())}) or one or "
-            "more files: .mat (X and y, or one class per variable, as the lab's files), .npz "
-            "(X and y) or .csv (label last)."
+            "Train a classifier on fastbp's loss, gradient and curvature: full batch with scipy "
+            "(--solver lbfgs, the default: L-BFGS-B or another --method; the lab's initial weights "
+            "and λ), or SGD / Adam on minibatches (--solver sgd|adam, through fastbp.MLPClassifier: "
+            "scikit-learn's initial weights, alpha per batch, stopping when the loss stalls). DATA is "
+            f"a bundled dataset ({', '.join(names())}) or one or more files: .mat (X and y, or one "
+            "class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
         ),
     )
     fit.add_argument("data", nargs="+", metavar="DATA")
@@ -142,10 +154,29 @@ def _build_parser():
     )
     fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
     fit.add_argument(
+        "--solver",
+        default="lbfgs",
+        choices=["lbfgs", "sgd", "adam"],
+        help="lbfgs: full batch with scipy (--method); sgd, adam: minibatch steps (default: lbfgs)",
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="minibatch size of sgd and adam (default: min(200, n_samples))",
+    )
+    fit.add_argument(
+        "--learning-rate-init",
+        type=_positive_float,
+        default=1e-3,
+        metavar="ETA",
+        help="step size of sgd and adam (default: 0.001, scikit-learn's; lbfgs ignores it)",
+    )
+    fit.add_argument(
         "--max-iter",
         type=_positive_int,
         default=2000,
-        help="iterations (function evaluations for --method lm) (default: 2000)",
+        help="iterations (function evaluations for --method lm; epochs for sgd/adam) (default: 2000)",
     )
     fit.add_argument("--random-state", type=int, default=0, help="seed of the initial weights (default: 0)")
     fit.add_argument(
@@ -366,6 +397,18 @@ def _cmd_fit(args):
     classes, codes = _encode_labels(y)
     if args.plot and X.shape[1] != 2:
         raise CLIError(f"--plot needs 2-D data, but {label} has {X.shape[1]} features")
+    if args.batch_size is not None and args.solver == "lbfgs":
+        raise CLIError("--batch-size is for --solver sgd or adam (lbfgs uses every sample at each step)")
+    if args.batch_size is not None and args.batch_size > X.shape[0]:
+        raise CLIError(f"--batch-size {args.batch_size} is larger than the {X.shape[0]} samples of {label}")
+
+    if args.solver != "lbfgs" and args.method != "L-BFGS-B":
+        raise CLIError(
+            f"--method {args.method} is for --solver lbfgs (full batch); {args.solver} takes minibatch steps"
+        )
+    if args.solver != "lbfgs" and args.output not in (None, "logistic" if len(classes) == 2 else "softmax"):
+        raise CLIError(f"--output {args.output} is for --solver lbfgs; {args.solver} fits fastbp.MLPClassifier, "
+                       "whose output is logistic for two classes and softmax for more")
 
     mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
     if args.standardize:
@@ -390,21 +433,26 @@ def _cmd_fit(args):
     start = time.perf_counter()
     f(W0)  # the first call may compile a kernel (numba): timed apart from the fit
     first_call = time.perf_counter() - start
-    progress = _Progress(args.max_iter, enabled=not args.quiet)
-    start = time.perf_counter()
-    x, loss, nit, calls, success, message = _optimize(args.method, f, W0, args.max_iter, progress)
-    elapsed = time.perf_counter() - start
-    progress.close()
-
+    if args.solver == "lbfgs":
+        progress = _Progress(args.max_iter, enabled=not args.quiet)
+        start = time.perf_counter()
+        x, loss, nit, calls, success, message = _optimize(args.method, f, W0, args.max_iter, progress)
+        elapsed = time.perf_counter() - start
+        progress.close()
+        status = "converged" if success else f"stopped: {message}"
+        n_calls = sum(calls.values())
+        print(f"method    {args.method}")
+        print(f"loss      {loss:.6g} after {nit} iterations, {n_calls} evaluations ({status})")
+        per_call = "loss-and-gradient" if args.method == "L-BFGS-B" else "evaluation: " + " + ".join(
+            f"{n} {name}" for name, n in calls.items()
+        )
+    else:
+        x, summary, elapsed, n_calls = _fit_stochastic(args, net, Xs, codes, l2)
+        print(f"method    {args.solver}")
+        print(summary)
+        per_call = "minibatch step"
     accuracy = float((_predict_codes(net, x, Xs) == codes).mean())
-    status = "converged" if success else f"stopped: {message}"
-    n_calls = sum(calls.values())
-    print(f"method    {args.method}")
-    print(f"loss      {loss:.6g} after {nit} iterations, {n_calls} evaluations ({status})")
     print(f"accuracy  {100 * accuracy:.2f} % on the training data")
-    per_call = "loss-and-gradient" if args.method == "L-BFGS-B" else "evaluation: " + " + ".join(
-        f"{n} {name}" for name, n in calls.items()
-    )
     print(
         f"time      {elapsed:.3f} s ({1e3 * elapsed / max(n_calls, 1):.3f} ms per {per_call}; "
         f"first call {first_call:.3f} s)"
@@ -428,6 +476,42 @@ def _cmd_fit(args):
         _plot_fit(args.plot, net, x, X, codes, classes, mean, scale, label, accuracy)
         print(f"plot      {args.plot}")
     return 0
+
+
+def _fit_stochastic(args, net, Xs, codes, l2):
+    """SGD or Adam through fastbp.MLPClassifier (scikit-learn's loop and initialisation, with
+    alpha = 2 n λ so that the full-batch penalty is the lab's λ): ``(W, summary line, seconds,
+    minibatch steps)``."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from .estimators import MLPClassifier
+
+    n = Xs.shape[0]
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(args.hidden),
+        activation=net.activation,
+        solver=args.solver,
+        alpha=2 * n * l2,
+        batch_size="auto" if args.batch_size is None else args.batch_size,
+        learning_rate_init=args.learning_rate_init,
+        max_iter=args.max_iter,
+        random_state=args.random_state,
+        backend=args.backend,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(Xs, codes)
+    elapsed = time.perf_counter() - start
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    status = "stopped: the loss stopped improving" if converged else "stopped: max-iter reached"
+    batch = min(200, n) if args.batch_size is None else args.batch_size
+    steps = clf.n_iter_ * -(-n // batch)
+    W = net.pack(clf.coefs_, clf.intercepts_)
+    summary = (
+        f"loss      {clf.loss_:.6g} after {clf.n_iter_} epochs of {args.solver}, {steps} minibatch steps ({status})"
+    )
+    return W, summary, elapsed, steps
 
 
 def _plot_fit(path, net, W, X, codes, classes, mean, scale, label, accuracy):

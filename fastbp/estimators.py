@@ -3,61 +3,89 @@
 Design
 ------
 Both classes **subclass** :class:`sklearn.neural_network.MLPClassifier` and
-:class:`~sklearn.neural_network.MLPRegressor` and replace one method, ``_fit_lbfgs``: the step
-that hands the packed weights to ``scipy.optimize.minimize``. Everything else is scikit-learn's
-own code, run unchanged: the parameter constraints and their error messages, input validation
-(``validate_data``), label binarizing, ``warm_start``, the random initialisation
-(``_initialize`` / ``_init_coef`` from ``random_state``), the check that the solution is finite,
+:class:`~sklearn.neural_network.MLPRegressor` and replace the two solver steps, ``_fit_lbfgs``
+and ``_fit_stochastic``. Everything else is scikit-learn's own code, run unchanged: the parameter
+constraints and their error messages, input validation (``validate_data``), label binarizing,
+``warm_start``, ``partial_fit`` and its ``classes`` bookkeeping, the random initialisation
+(``_initialize`` / ``_init_coef`` from ``random_state``), the early-stopping score and the
+no-improvement count (``_update_no_improvement_count``), the check that the solution is finite,
 ``predict``/``predict_proba``/``score``, tags and the fitted attributes. So a model behaves as
-scikit-learn's does wherever fastbp does not deliberately differ, and it starts from bit-identical
-weights for a given ``random_state``.
+scikit-learn's does wherever fastbp does not deliberately differ, and it starts from
+bit-identical weights for a given ``random_state``.
 
-The replaced step builds a :class:`fastbp.Network` with the same layer sizes, hidden activation
-and output (``out_activation_``), sets ``l2 = alpha / (2 Σ sample_weight)`` (``n_samples`` when
-unweighted), so that fastbp's loss equals scikit-learn's, binds the data once
-(:meth:`fastbp.Network.bind`) and calls ``minimize(objective, W0, jac=True, method="L-BFGS-B")``
-with exactly the options scikit-learn's ``_fit_lbfgs`` passes (``maxfun=max_fun``,
-``maxiter=max_iter``, ``gtol=tol``, and ``iprint`` where scipy still takes it). The flat layouts
-are the same, so ``coefs_`` and ``intercepts_`` need no reordering. This relies on the private
-hook ``_fit_lbfgs`` of scikit-learn ≥ 1.7 (the first with ``sample_weight`` in ``fit``); the test
-suite compares every fit with scikit-learn's, so a change there would show.
+Both steps build a :class:`fastbp.Network` with the same layer sizes, hidden activation and
+output (``out_activation_``; scikit-learn's ``"exp"`` is fastbp's ``"exponential"``), and work on
+one flat weight vector in scikit-learn's packing, so ``coefs_`` and ``intercepts_`` are views of
+it, never reordered.
+
+* ``solver="lbfgs"``: ``l2 = alpha / (2 Σ sample_weight)`` (``n_samples`` unweighted), so that
+  fastbp's loss equals scikit-learn's; the data are bound once (:meth:`fastbp.Network.bind`) and
+  ``minimize(objective, W0, jac=True, method="L-BFGS-B")`` runs with the options scikit-learn's
+  ``_fit_lbfgs`` passes (``maxfun=max_fun``, ``maxiter=max_iter``, ``gtol=tol``, ``iprint``
+  where scipy still takes it).
+* ``solver="sgd"`` / ``"adam"``: scikit-learn's ``_fit_stochastic`` control flow, step for step:
+  the optimizer (:mod:`fastbp.optimizers`: scikit-learn's optimizer classes with their state in
+  flat arrays), the early-stopping split (``train_test_split`` with ``self._random_state``,
+  stratified for single-output classifiers), one ``shuffle`` of the sample order per epoch from
+  the same random state, ``gen_batches``' batches, ``loss_`` as Σ batch size × batch loss / n,
+  the no-improvement count, ``iteration_ends``, ``trigger_stopping``, the
+  ``ConvergenceWarning`` and the best-weights restore. Only the work of an epoch's minibatches
+  (per batch: the loss and gradient with ``scale = 1 / Σ batch weights`` and
+  ``l2 = alpha / (2 Σ batch weights)``, then the optimizer's step) is fastbp's:
+  :func:`fastbp.backends.stochastic.run_epoch`, one call per epoch. For a given
+  ``random_state`` the fit therefore visits the same batches with the same updates as
+  scikit-learn's, and ``loss_curve_`` agrees to round-off (tests/test_stochastic_parity.py).
+
+A call that raises leaves the estimator as it was before the call (its attributes are restored),
+whatever step failed.
 
 Differences from scikit-learn
 -----------------------------
-* ``solver`` defaults to ``"lbfgs"`` and accepts nothing else (``InvalidParameterError``, a
-  ``ValueError``). The SGD/Adam parameters (``batch_size``, ``learning_rate*``, ``momentum``,
-  ``early_stopping``...) are accepted and ignored, exactly as scikit-learn ignores them under
-  lbfgs. ``MLPRegressor(loss="poisson")`` is refused for now (fastbp has no exp output).
 * Added parameters: ``backend``, ``dtype`` and ``n_threads``, passed to :class:`fastbp.Network`.
+  ``dtype`` (None: follow ``X``, as scikit-learn does) also sets the dtype of the stochastic
+  solvers' ``coefs_`` / ``intercepts_``.
 * ``loss_curve_`` is recorded under lbfgs too: the loss after each L-BFGS iteration
   (``len(loss_curve_) == n_iter_`` after a fresh fit; ``warm_start`` fits append to it).
-* ``verbose=True`` draws a progress bar (iteration, loss, gradient ∞-norm) on stderr.
-* Multi-output regression: ``loss_`` is the contract's half squared error **summed** over the
-  outputs, whose gradient is the one scikit-learn uses; scikit-learn reports the mean over the
-  outputs instead (scikit-learn issue #8349). fastbp's loss and gradient agree, scikit-learn's
-  do not, and since L-BFGS-B's line search reads the loss too, the two fits then take different
-  paths. With one output everything is equal.
+* ``verbose=True`` under lbfgs draws a progress bar (iteration, loss, gradient ∞-norm) on
+  stderr; under sgd/adam it prints scikit-learn's lines.
+* Multi-output squared-error regression: ``loss_`` (and ``loss_curve_``, ``best_loss_``) is the
+  contract's half squared error **summed** over the outputs, whose gradient is the one
+  scikit-learn uses; scikit-learn reports the mean over the outputs instead (scikit-learn issue
+  #8349). fastbp's loss and gradient agree, scikit-learn's do not: under lbfgs, whose line search
+  reads the loss, the two fits take different paths; under sgd/adam they take the same steps, but
+  ``tol`` is compared with the summed loss, so ``n_iter_no_change`` can end them at different
+  epochs. With one output, and for ``loss="poisson"`` (which scikit-learn sums too), everything
+  is equal.
 * Cross-entropies are computed from the pre-activations, without scikit-learn's clipping of
   probabilities to ``[eps, 1 - eps]``; the two agree wherever that clipping does not bite.
 * Sparse ``X`` (CSR/CSC) is accepted and **densified once per fit** (the kernels are dense);
   prediction uses scikit-learn's sparse-aware forward pass, so it is never densified there.
 * With a compiled backend and no layer of 2048 or more coefficients, BLAS is held to one thread
-  while L-BFGS-B runs (scipy's L-BFGS-B calls BLAS on short vectors, where threads only cost; on
-  a busy machine they made fits 10× slower). Wider networks and the numpy backend keep BLAS's
-  threads.
-* ``sample_weight`` must be non-negative and not all zero (scikit-learn divides by zero there).
+  during the fit (scipy's L-BFGS-B and the early-stopping score call BLAS on small arrays, where
+  threads only cost; on a busy machine they made fits 10× slower). Wider networks and the numpy
+  backend keep BLAS's threads.
+* ``sample_weight`` must be non-negative and not all zero (scikit-learn divides by zero there);
+  under sgd/adam a minibatch whose weights are all zero is skipped (no step; scikit-learn divides
+  by zero and ends with non-finite weights).
+* ``loss="poisson"`` with a negative target raises a ValueError (scikit-learn computes NaN).
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from numbers import Integral
 
+import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._available_if import available_if
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.optimize import _check_optimize_result
 
 try:  # scikit-learn's own switch for scipy's deprecated iprint; the same rule where it is missing
@@ -73,18 +101,22 @@ except ImportError:  # pragma: no cover
 
 from . import backends
 from ._progress import LBFGSProgress
-from ._validation import check_sample_weight
+from ._validation import check_sample_weight, check_targets, check_X
+from .backends.stochastic import run_epoch
+from .layout import DTYPES
 from .network import Network
+from .optimizers import AdamOptimizer, SGDOptimizer, as_flat
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _FASTBP_CONSTRAINTS = {
-    "solver": [StrOptions({"lbfgs"})],
     "backend": [StrOptions(set(backends.backend_names()))],
-    "dtype": "no_validation",  # checked by fastbp.Network with a clear message
+    "dtype": "no_validation",  # checked when the fit starts, with a clear message
     "n_threads": [None, Interval(Integral, 1, None, closed="left")],
 }
 
+#: scikit-learn's output activation names -> fastbp's output names
+_OUTPUTS = {"identity": "identity", "logistic": "logistic", "softmax": "softmax", "exp": "exponential"}
 
 #: Below this many coefficients in every layer, no compiled backend hands products to BLAS.
 _BLAS_FREE_LAYER = 2048
@@ -101,27 +133,81 @@ def _one_blas_thread():
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
-class _FastbpLBFGSMixin:
-    """The shared lbfgs path; placed before scikit-learn's class in the MRO."""
+def _shuffled(sample_idx, random_state):
+    """``sklearn.utils.shuffle(sample_idx, random_state=random_state)`` without its input
+    checks: the same draw (one ``random_state.shuffle`` of ``arange(n)``) and the same result."""
+    perm = np.arange(sample_idx.shape[0])
+    random_state.shuffle(perm)
+    return sample_idx[perm]
 
-    def _check_fastbp_only(self):
-        # a friendlier message than the generic constraint error, same type and same first line
-        name = type(self).__name__
-        if self.solver in ("sgd", "adam"):
-            raise InvalidParameterError(
-                f"The 'solver' parameter of {name} must be a str among {{'lbfgs'}}. "
-                f"Got {self.solver!r} instead. fastbp trains with L-BFGS only; use "
-                f"sklearn.neural_network.{name} for the stochastic solvers."
-            )
-        if getattr(self, "loss", None) == "poisson":
-            raise InvalidParameterError(
-                f"The 'loss' parameter of {name} must be a str among {{'squared_error'}}. "
-                "Got 'poisson' instead. fastbp has no exponential output layer; use "
-                f"sklearn.neural_network.{name} for the Poisson loss."
-            )
 
+class _FastbpMixin:
+    """The solver steps on fastbp's kernels; placed before scikit-learn's class in the MRO."""
+
+    # ------------------------------------------------------------------------- bookkeeping
+    @contextlib.contextmanager
+    def _unchanged_on_error(self):
+        """Restore every attribute if the body raises: a failed call changes nothing."""
+        saved = {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
+        state.pop("_fastbp_network", None)  # a cache of compiled kernels: rebuilt on demand
+        return state
+
+    def _checked_dtype(self):
+        """``self.dtype`` as a numpy dtype, or a ValueError naming the parameter."""
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError as exc:
+            raise ValueError(f"dtype must be np.float64, np.float32 or None, got {self.dtype!r}") from exc
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be np.float64, np.float32 or None, got {self.dtype!r}")
+        return dtype
+
+    def _network(self, layer_units, dtype, l2=0.0):
+        """The fastbp Network of this fit (its kernels kept between partial_fit calls)."""
+        key = (tuple(layer_units), self.activation, self.out_activation_, self.backend, np.dtype(dtype),
+               self.n_threads, float(l2))
+        cached = getattr(self, "_fastbp_network", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        net = Network(
+            layer_units,
+            activation=self.activation,
+            output=_OUTPUTS[self.out_activation_],
+            l2=l2,
+            backend=self.backend,
+            dtype=dtype,
+            n_threads=self.n_threads,
+        )
+        self._fastbp_network = (key, net)
+        return net
+
+    def _blas_limit(self, net):
+        small = max(a * b for a, b in net.layout.coef_shapes) < _BLAS_FREE_LAYER
+        return _one_blas_thread() if small and self.backend_ != "numpy" else contextlib.nullcontext()
+
+    def _set_indptr(self, layout):
+        # scikit-learn's _fit_lbfgs leaves these; its _unpack and _loss_grad_lbfgs read them
+        self._coef_indptr = [
+            (int(layout.coef_offsets[i]), int(layout.coef_offsets[i + 1]), shape)
+            for i, shape in enumerate(layout.coef_shapes)
+        ]
+        self._intercept_indptr = [
+            (int(layout.intercept_offsets[i]), int(layout.intercept_offsets[i + 1]))
+            for i in range(len(layout.intercept_shapes))
+        ]
+
+    # ---------------------------------------------------------------------------- entry points
     def fit(self, X, y, sample_weight=None):
-        """Fit the model to ``X`` and ``y`` with L-BFGS on fastbp's kernels.
+        """Fit the model to ``X`` and ``y`` with the chosen solver on fastbp's kernels.
 
         Parameters
         ----------
@@ -129,22 +215,23 @@ class _FastbpLBFGSMixin:
             The input data. Sparse matrices are densified once for the fit.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classification; a label-indicator matrix for multi-label) or real
-            targets (regression).
+            targets (regression; non-negative for ``loss="poisson"``).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative sample weights, not all zero.
 
         Returns
         -------
         self : object
-            The fitted estimator.
+            The fitted estimator. If the call raises, the estimator is left as it was.
         """
-        self._check_fastbp_only()
-        return super().fit(X, y, sample_weight=sample_weight)
+        with self._unchanged_on_error():
+            return super().fit(X, y, sample_weight=sample_weight)
 
     def _initialize(self, y, layer_units, dtype):
-        super()._initialize(y, layer_units, dtype)
+        super()._initialize(y, layer_units, dtype if self.dtype is None else self._checked_dtype())
         self.loss_curve_ = []  # a fresh fit; warm_start fits append
 
+    # ----------------------------------------------------------------------------------- lbfgs
     def _fit_lbfgs(
         self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
     ):
@@ -154,20 +241,13 @@ class _FastbpLBFGSMixin:
             X = X.toarray()
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sw_sum = X.shape[0] if sample_weight is None else float(sample_weight.sum())
-        dtype = X.dtype if self.dtype is None else self.dtype
-        net = Network(
-            layer_units,
-            activation=self.activation,
-            output=self.out_activation_,
-            l2=self.alpha / (2.0 * sw_sum),  # alpha/2 ΣW² / Σs = λ ΣW²
-            backend=self.backend,
-            dtype=dtype,
-            n_threads=self.n_threads,
-        )
+        dtype = X.dtype if self.dtype is None else self._checked_dtype()
+        net = self._network(layer_units, dtype, l2=self.alpha / (2.0 * sw_sum))  # alpha/2 ΣW²/Σs = λ ΣW²
         objective = net.bind(X, y, sample_weight)
         self.backend_ = (
             backends.choose(net.layout, X.shape[0]) if self.backend == "auto" else self.backend
         )
+        self._set_indptr(net.layout)
         W0 = net.pack(self.coefs_, self.intercepts_)
 
         if not hasattr(self, "loss_curve_"):
@@ -194,10 +274,8 @@ class _FastbpLBFGSMixin:
         # compiled kernels call BLAS only for wide layers, so for networks without one BLAS is
         # held to one thread during the fit; the numpy backend keeps BLAS threads for its matrix
         # products, as do wide networks.
-        small = max(a * b for a, b in net.layout.coef_shapes) < _BLAS_FREE_LAYER
-        blas_limit = _one_blas_thread() if small and self.backend_ != "numpy" else contextlib.nullcontext()
         try:
-            with blas_limit:
+            with self._blas_limit(net):
                 opt_res = scipy.optimize.minimize(
                     fun,
                     W0,
@@ -228,40 +306,223 @@ class _FastbpLBFGSMixin:
         coefs, intercepts = net.unpack(opt_res.x)
         self.coefs_, self.intercepts_ = list(coefs), list(intercepts)
 
+    # ------------------------------------------------------------------------------ sgd, adam
+    def _new_optimizer(self, params):
+        if self.solver == "sgd":
+            return SGDOptimizer(params, self.learning_rate_init, self.learning_rate, self.momentum,
+                                self.nesterovs_momentum, self.power_t)
+        return AdamOptimizer(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
-def _fastbp_params_doc(kind):
+    def _ensure_stochastic_state(self):
+        """The attributes scikit-learn's _initialize sets for sgd/adam, where a warm start from
+        another solver's fit (or hand-set weights) lacks them."""
+        if getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+        if not hasattr(self, "_no_improvement_count"):
+            self._no_improvement_count = 0
+        if not hasattr(self, "t_"):
+            self.t_ = 0
+        if self.early_stopping and getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        elif not self.early_stopping and getattr(self, "best_loss_", None) is None:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        if not hasattr(self, "_best_coefs"):
+            self._best_coefs = [c.copy() for c in self.coefs_]
+            self._best_intercepts = [i.copy() for i in self.intercepts_]
+
+    def _fit_stochastic(
+        self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units, incremental
+    ):
+        # scikit-learn's _fit_stochastic, with the minibatch loop of an epoch replaced by one
+        # run_epoch call on the flat weights (see the module docstring).
+        if sp.issparse(X):
+            X = X.toarray()
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        if self.dtype is not None:
+            dtype = self._checked_dtype()
+        else:  # the weights' dtype (X's at initialisation, as scikit-learn's _init_coef casts)
+            dtype = np.dtype(self.coefs_[0].dtype)
+            dtype = dtype if dtype in DTYPES else np.dtype(np.float64)
+        net = self._network(layer_units, dtype)
+        W = net.pack(self.coefs_, self.intercepts_).astype(dtype)
+        coefs, intercepts = net.unpack(W)
+        self.coefs_, self.intercepts_ = list(coefs), list(intercepts)  # views: stepped in place
+        params = self.coefs_ + self.intercepts_
+        self._set_indptr(net.layout)
+        self._ensure_stochastic_state()
+
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._new_optimizer(params)
+        else:  # continue from a copy: the previous state stays intact should this call fail
+            self._optimizer = as_flat(self._optimizer, params)
+        optimizer = self._optimizer
+
+        # early_stopping in partial_fit doesn't make sense (scikit-learn's words)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # don't stratify in multilabel classification
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val = train_test_split(
+                    X, y, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
+                )
+                sw_train = sw_val = None
+            else:
+                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                    X, y, sample_weight, random_state=self._random_state, test_size=self.validation_fraction,
+                    stratify=stratify,
+                )
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            X_val = y_val = sw_val = None
+
+        layout = net.layout
+        X_fit = check_X(X_train, layout)
+        T_fit = check_targets(y_train, layout, X_fit.shape[0])
+        n_samples = X_fit.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                    stacklevel=3,
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        kernel = net._kernel_for(batch_size)
+        self.backend_ = backends.choose(layout, batch_size) if self.backend == "auto" else self.backend
+
+        try:
+            with self._blas_limit(net):
+                self.n_iter_ = 0
+                for _ in range(self.max_iter):
+                    if self.shuffle:
+                        sample_idx = _shuffled(sample_idx, self._random_state)
+                    accumulated_loss = run_epoch(
+                        kernel, W, X_fit, T_fit, sw_train, sample_idx if self.shuffle else None, batch_size,
+                        self.alpha, optimizer,
+                    )
+                    self.n_iter_ += 1
+                    self.loss_ = accumulated_loss / n_samples
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
+
+                    # update no_improvement_count from the training loss or the validation score
+                    self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                    # for a learning rate that is updated at the end of an epoch
+                    optimizer.iteration_ends(self.t_)
+
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        if early_stopping:
+                            msg = (
+                                f"Validation score did not improve more than tol={self.tol:f} for "
+                                f"{self.n_iter_no_change:d} consecutive epochs."
+                            )
+                        else:
+                            msg = (
+                                f"Training loss did not improve more than tol={self.tol:f} for "
+                                f"{self.n_iter_no_change:d} consecutive epochs."
+                            )
+                        if optimizer.trigger_stopping(msg, self.verbose):
+                            break
+                        self._no_improvement_count = 0
+
+                    if incremental:
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) reached and the "
+                            "optimization hasn't converged yet.",
+                            ConvergenceWarning,
+                            stacklevel=3,
+                        )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+
+        if early_stopping:  # restore the best weights
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
+
+
+def _fastbp_params_doc(kind, loss_doc=""):
     return f"""
     Parameters
-    ----------
+    ----------{loss_doc}
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         Units per hidden layer.
     activation : {{"identity", "logistic", "tanh", "relu"}}, default="relu"
         Hidden activation.
-    solver : {{"lbfgs"}}, default="lbfgs"
-        Only L-BFGS-B (through ``scipy.optimize.minimize``); anything else raises.
+    solver : {{"adam", "sgd", "lbfgs"}}, default="adam"
+        "adam" and "sgd" run scikit-learn's minibatch loop with fastbp computing each batch;
+        "lbfgs" is ``scipy.optimize.minimize(method="L-BFGS-B")`` on the full batch.
     alpha : float, default=0.0001
-        L2 penalty, scikit-learn's convention: ``alpha / (2 Σ sample_weight) · Σ W²``.
-    batch_size, learning_rate, learning_rate_init, power_t, shuffle, momentum, \
-nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change
-        Accepted for compatibility and ignored, as scikit-learn ignores them under lbfgs.
+        L2 penalty, scikit-learn's convention: ``alpha / (2 Σ sample_weight) · Σ W²`` (per
+        minibatch under sgd/adam, with the batch's weights).
+    batch_size : int or "auto", default="auto"
+        Minibatch size of sgd/adam; "auto" is ``min(200, n_samples)``.
+    learning_rate : {{"constant", "invscaling", "adaptive"}}, default="constant"
+        sgd's schedule: ``learning_rate_init``; ``learning_rate_init / (t + 1) ** power_t`` after
+        each epoch (t samples seen); divided by 5 whenever ``n_iter_no_change`` epochs fail to
+        improve by ``tol``.
+    learning_rate_init : float, default=0.001
+        Step size of sgd and adam.
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     max_iter : int, default=200
-        Maximum L-BFGS iterations (scipy's ``maxiter``).
+        Epochs (sgd, adam) or L-BFGS iterations (lbfgs).
+    shuffle : bool, default=True
+        Shuffle the samples before each epoch (sgd, adam).
     random_state : int, RandomState instance or None, default=None
-        Draws the initial weights exactly as scikit-learn does.
+        Draws the initial weights, the early-stopping split and the shuffles exactly as
+        scikit-learn does.
     tol : float, default=1e-4
-        scipy's ``gtol``: stop when the projected gradient's largest entry is below it.
+        sgd/adam: the improvement of the loss (or validation score) that counts as one;
+        lbfgs: scipy's ``gtol``.
     verbose : bool, default=False
-        Draw a progress bar (iteration, loss, gradient ∞-norm) on stderr during the fit.
+        lbfgs: a progress bar on stderr; sgd/adam: scikit-learn's lines on stdout.
     warm_start : bool, default=False
         Start from the previous fit's weights.
+    momentum : float, default=0.9
+        sgd's momentum.
+    nesterovs_momentum : bool, default=True
+        Nesterov's momentum (sgd, momentum > 0).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified for single-output
+        classification) and stop when its score has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, keeping the best weights (sgd, adam).
+    validation_fraction : float, default=0.1
+        The held-out share for early stopping.
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's moment decay rates and its stabilizer.
+    n_iter_no_change : int, default=10
+        Epochs without improvement that end the fit (sgd, adam).
     max_fun : int, default=15000
-        Maximum loss evaluations (scipy's ``maxfun``).
+        Maximum loss evaluations of lbfgs (scipy's ``maxfun``).
     backend : {{"auto", "numpy", "numba", "cython"}}, default="auto"
         fastbp kernel; "auto" takes the fastest available.
     dtype : np.float64, np.float32 or None, default=None
         Compute dtype of the kernel; None follows ``X`` (float32 stays float32, as in
-        scikit-learn). The loss, gradient and fitted weights are float64 either way.
+        scikit-learn). Under sgd/adam the weights (``coefs_``, ``intercepts_``) and the
+        optimizer's state are in this dtype; under lbfgs they are float64 (scipy's).
     n_threads : int or None, default=None
         Threads of the compiled kernels; None uses every core.
 
@@ -270,11 +531,15 @@ n_iter_no_change
     loss_ : float
         The loss at the end of the fit (data term + penalty){kind}.
     loss_curve_ : list of float
-        The loss after each L-BFGS iteration.
+        The loss of each epoch (sgd, adam: Σ batch size × batch loss / n) or L-BFGS iteration.
+    best_loss_, validation_scores_, best_validation_score_
+        As in scikit-learn (sgd, adam).
+    t_ : int
+        Training samples seen.
     coefs_, intercepts_ : list of ndarray
         Weights per layer, scikit-learn's shapes.
     n_iter_ : int
-        L-BFGS iterations run.
+        Epochs or L-BFGS iterations run.
     n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_
         As in scikit-learn.
     backend_ : str
@@ -282,14 +547,15 @@ n_iter_no_change
     """
 
 
-class MLPClassifier(_FastbpLBFGSMixin, _SkMLPClassifier):
+class MLPClassifier(_FastbpMixin, _SkMLPClassifier):
     __doc__ = (
-        """Multi-layer perceptron classifier: scikit-learn's, trained by L-BFGS on fastbp's kernels.
+        """Multi-layer perceptron classifier: scikit-learn's, trained on fastbp's kernels.
 
     Same constructor, attributes and methods as
     :class:`sklearn.neural_network.MLPClassifier` (see :mod:`fastbp.estimators` for the few
-    deliberate differences): binary, multiclass (softmax) and multi-label (logistic outputs)
-    classification, ``sample_weight``, ``warm_start``, sparse input (densified per fit).
+    deliberate differences): the adam, sgd and lbfgs solvers, ``partial_fit``, early stopping,
+    binary, multiclass (softmax) and multi-label (logistic outputs) classification,
+    ``sample_weight``, ``warm_start``, sparse input (densified per fit).
     """
         + _fastbp_params_doc("")
         + """
@@ -300,7 +566,7 @@ class MLPClassifier(_FastbpLBFGSMixin, _SkMLPClassifier):
     --------
     >>> import numpy as np, fastbp
     >>> X = np.array([[0., 0], [0, 1], [1, 0], [1, 1]]); y = [0, 1, 1, 0]
-    >>> clf = fastbp.MLPClassifier((8,), activation="tanh", random_state=1).fit(X, y)
+    >>> clf = fastbp.MLPClassifier((8,), activation="tanh", solver="lbfgs", random_state=1).fit(X, y)
     >>> clf.predict(X).tolist()
     [0, 1, 1, 0]
     """
@@ -313,7 +579,7 @@ class MLPClassifier(_FastbpLBFGSMixin, _SkMLPClassifier):
         hidden_layer_sizes=(100,),
         activation="relu",
         *,
-        solver="lbfgs",
+        solver="adam",
         alpha=0.0001,
         batch_size="auto",
         learning_rate="constant",
@@ -367,25 +633,49 @@ class MLPClassifier(_FastbpLBFGSMixin, _SkMLPClassifier):
         self.dtype = dtype
         self.n_threads = n_threads
 
+    @available_if(_SkMLPClassifier.__dict__["partial_fit"].check)  # sgd and adam only, as scikit-learn
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch of the stochastic solver over ``X`` and ``y`` (sgd and adam only).
 
-class MLPRegressor(_FastbpLBFGSMixin, _SkMLPRegressor):
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+            The target labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+        classes : array of shape (n_classes,), default=None
+            Every class of all calls; required at the first call (not after ``fit``). Later
+            calls raise a ValueError for a label outside them.
+
+        Returns
+        -------
+        self : object
+            The updated estimator. If the call raises, the estimator is left as it was.
+        """
+        with self._unchanged_on_error():
+            return super().partial_fit(X, y, sample_weight=sample_weight, classes=classes)
+
+
+class MLPRegressor(_FastbpMixin, _SkMLPRegressor):
     __doc__ = (
-        """Multi-layer perceptron regressor: scikit-learn's, trained by L-BFGS on fastbp's kernels.
+        """Multi-layer perceptron regressor: scikit-learn's, trained on fastbp's kernels.
 
     Same constructor, attributes and methods as :class:`sklearn.neural_network.MLPRegressor`
-    (see :mod:`fastbp.estimators` for the few deliberate differences): half squared error with
-    identity outputs, one or several outputs, ``sample_weight``, ``warm_start``, sparse input
-    (densified per fit).
-
-    Parameters
-    ----------
-    loss : {"squared_error"}, default="squared_error"
-        Half squared error, summed over outputs. "poisson" is not supported by fastbp.
+    (see :mod:`fastbp.estimators` for the few deliberate differences): the adam, sgd and lbfgs
+    solvers, ``partial_fit``, early stopping, half squared error with identity outputs or the
+    Poisson loss with exponential ones, one or several outputs, ``sample_weight``,
+    ``warm_start``, sparse input (densified per fit).
     """
         + _fastbp_params_doc(
-            "; for several outputs the half squared error is summed over them, where "
-            "scikit-learn reports its mean (scikit-learn issue #8349)"
-        ).replace("\n    Parameters\n    ----------\n", "\n", 1)
+            "; for several squared-error outputs the half squared error is summed over them, where "
+            "scikit-learn reports its mean (scikit-learn issue #8349)",
+            loss_doc="""
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        Half squared error with identity outputs (summed over outputs), or half the Poisson
+        deviance with exponential outputs, ``p = exp(a)`` (``y`` must be non-negative).""",
+        )
     )
 
     _parameter_constraints: dict = {**_SkMLPRegressor._parameter_constraints, **_FASTBP_CONSTRAINTS}
@@ -396,7 +686,7 @@ class MLPRegressor(_FastbpLBFGSMixin, _SkMLPRegressor):
         hidden_layer_sizes=(100,),
         activation="relu",
         *,
-        solver="lbfgs",
+        solver="adam",
         alpha=0.0001,
         batch_size="auto",
         learning_rate="constant",
@@ -450,3 +740,32 @@ class MLPRegressor(_FastbpLBFGSMixin, _SkMLPRegressor):
         self.backend = backend
         self.dtype = dtype
         self.n_threads = n_threads
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = super()._validate_input(X, y, incremental, reset)
+        if self.loss == "poisson" and np.any(y < 0):
+            # the words of scikit-learn's other Poisson estimators (its MLP computes NaN instead)
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+        return X, y
+
+    # scikit-learn's own availability rule for the regressor (its check is always true)
+    @available_if(_SkMLPRegressor.__dict__["partial_fit"].check)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch of the stochastic solver over ``X`` and ``y``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets (non-negative for ``loss="poisson"``).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+
+        Returns
+        -------
+        self : object
+            The updated estimator. If the call raises, the estimator is left as it was.
+        """
+        with self._unchanged_on_error():
+            return super().partial_fit(X, y, sample_weight=sample_weight)

@@ -22,7 +22,7 @@ ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 #: Accepted spellings of hidden activations.
 ACTIVATION_ALIASES = {"sigmoid": "logistic"}
 #: Output layers, in kernel-code order.
-OUTPUTS = ("identity", "logistic", "softmax")
+OUTPUTS = ("identity", "logistic", "softmax", "exponential")
 #: Compute dtypes.
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -66,7 +66,7 @@ class Layout:
         Units per layer: inputs, hidden layers..., outputs.
     activation : {"logistic", "sigmoid", "tanh", "relu", "identity"}
         Hidden activation.
-    output : {"logistic", "softmax", "identity"} or None
+    output : {"logistic", "softmax", "identity", "exponential"} or None
         Output layer; None infers logistic for one output unit and softmax for more.
     dtype : np.float64 or np.float32
         Compute dtype.

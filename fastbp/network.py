@@ -77,10 +77,15 @@ class Network:
         Units per layer: inputs, hidden layers..., outputs. Two entries mean no hidden layer.
     activation : {"logistic", "sigmoid", "tanh", "relu", "identity"}, default="logistic"
         Hidden activation ("sigmoid" is an alias of "logistic").
-    output : {"logistic", "softmax", "identity"} or None, default=None
+    output : {"logistic", "softmax", "identity", "exponential"} or None, default=None
         Output layer and loss. None infers "logistic" (binary cross-entropy) for one output unit
         and "softmax" (categorical cross-entropy) for more. "identity" is half squared error.
-        Several logistic outputs are multi-label; several identity outputs are multi-output.
+        "exponential" is p = e^a with half the Poisson deviance
+        Σ_k [t_k log(t_k / p_k) − t_k + p_k] (scikit-learn's ``loss="poisson"``); its targets are
+        non-negative reals. Where e^a overflows the compute dtype (a > 709.78 in float64,
+        a > 88.72 in float32) the loss and gradient are not finite, as in scikit-learn; nothing
+        is raised. Several logistic outputs are multi-label; several identity or exponential
+        outputs are multi-output.
     l2 : float, default=0.0
         λ of the lab: ``loss += λ Σ W²`` over coefficients, never intercepts. scikit-learn's
         ``alpha`` is ``l2 = alpha / (2 Σ sample_weight)``.
@@ -282,7 +287,8 @@ class Network:
 
     # ------------------------------------------------------------------------------ prediction
     def predict_proba(self, W, X):
-        """Output probabilities (logistic, softmax) or values (identity), shape (n, n_outputs).
+        """Output probabilities (logistic, softmax) or values (identity; e^a for exponential),
+        shape (n, n_outputs).
 
         For a single logistic output the shape is ``(n, 1)``: the probability of class 1.
         """
@@ -292,7 +298,8 @@ class Network:
 
     def predict(self, W, X):
         """Predicted labels: class indices for softmax, 0/1 per output for logistic (shape (n,)
-        for one output), the values for identity outputs (shape (n,) for one output)."""
+        for one output), the values for identity and exponential outputs (shape (n,) for one
+        output)."""
         P = self.predict_proba(W, X)
         if self.output == "softmax":
             return P.argmax(axis=1)

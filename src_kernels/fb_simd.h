@@ -218,7 +218,7 @@ static inline double fb_log_ge1(double x) { return fb_vlog_ge1(fb_bc(x))[0]; }
 /* Hidden activation codes, as fastbp.layout.ACTIVATIONS orders them */
 enum { FB_IDENTITY = 0, FB_LOGISTIC = 1, FB_TANH = 2, FB_RELU = 3 };
 /* Output codes, as fastbp.layout.OUTPUTS orders them */
-enum { FB_OUT_IDENTITY = 0, FB_OUT_LOGISTIC = 1, FB_OUT_SOFTMAX = 2 };
+enum { FB_OUT_IDENTITY = 0, FB_OUT_LOGISTIC = 1, FB_OUT_SOFTMAX = 2, FB_OUT_EXPONENTIAL = 3 };
 
 /* ------------------------------------------------------------------ the per-tile loops, per dtype
  * T the element type, VT its 8-lane vector, SFX the name suffix. */
@@ -371,7 +371,8 @@ FB_DISPATCH static void fb_dactivate_##SFX(int act, const T *Z, T *D, fb_idx n, 
 /* The output layer of one tile: from a^L (A: m units x ld lanes) and the targets (row-major     \
  * (ns, m) at Tt, ns real lanes) write delta = dl/da times the sample weight into D (0 on the    \
  * padding lanes) and return sum_s w_s l_s in double. Cross-entropies come from a (softplus,     \
- * log-sum-exp), so large |a| stays finite. `work` holds 4 * ld doubles. */                       \
+ * log-sum-exp), so large |a| stays finite; the exponential output's e^a overflows to inf past   \
+ * T's range, as NumPy's does. `work` holds 4 * ld doubles. */                                    \
 FB_DISPATCH static double fb_output_tile_##SFX(int out, const T *A, fb_idx m, const T *Tt,         \
                                                const double *sw, T *D, fb_idx ns, fb_idx nsp,     \
                                                fb_idx ld, double *work)                           \
@@ -412,12 +413,28 @@ FB_DISPATCH static double fb_output_tile_##SFX(int out, const T *A, fb_idx m, co
             for (fb_idx s = 0; s < ns; s++) D[k * ld + s] = (T)((double)D[k * ld + s] - (double)Tt[s * m + k]);\
         }                                                                                         \
     } else {                                                                                      \
+        if (out == FB_OUT_EXPONENTIAL) /* v: 1 where the sample counts (weight > 0), else 0 */   \
+            for (fb_idx s = 0; s < nsp; s++) v[s] = (s < ns && (!sw || sw[s] > 0.0)) ? 1.0 : 0.0;\
         for (fb_idx k = 0; k < m; k++) {                                                          \
             for (fb_idx s = 0; s < ns; s++) t[s] = (double)Tt[s * m + k];                         \
             for (fb_idx s = ns; s < nsp; s++) t[s] = 0.0;                                         \
+            if (out == FB_OUT_EXPONENTIAL) /* u = t log t, 0 at t = 0 */                         \
+                for (fb_idx s = 0; s < nsp; s++) u[s] = t[s] > 0.0 ? t[s] * log(t[s]) : 0.0;     \
             for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
                 fb_vd x = fb_wide_##SFX(fb_ld_##SFX(A + k * ld + s)), tv = fb_ld_d(t + s), d, l;  \
-                if (out == FB_OUT_LOGISTIC) {                                                     \
+                if (out == FB_OUT_EXPONENTIAL) {                                                  \
+                    /* p = e^a rounded to T (inf past T's range); l = t log t - t a + (p - t),   \
+                     * half the Poisson deviance; delta = p - t. A sample of weight 0 gets      \
+                     * exactly 0 (not 0 * inf) */                                               \
+                    fb_vl counts = fb_ld_d(v + s) > 0.0;                                          \
+                    fb_vd p = fb_vexp(x);                                                         \
+                    if (sizeof(T) == sizeof(float)) /* float: inf from float's rounding boundary \
+                        on (explicitly: gcc 12 folds the narrow-widen pair away on AVX-512) */   \
+                        p = fb_sel(p >= 0x1.ffffffp+127, fb_bc(__builtin_inf()), p);              \
+                    d = fb_wide_##SFX(fb_narrow_##SFX(p)) - tv;                                   \
+                    l = fb_sel(counts, (fb_ld_d(u + s) - tv * x) + d, fb_bc(0.0));                \
+                    d = fb_sel(counts, d, fb_bc(0.0));                                            \
+                } else if (out == FB_OUT_LOGISTIC) {                                              \
                     /* l = softplus(a) - t a, softplus(a) = max(a, 0) + log1p(exp(-|a|)) */       \
                     fb_vd ax = (fb_vd)((fb_vl)x & ~(fb_vl)fb_bc(-0.0));                           \
                     fb_vd e = fb_vexp(-ax);                  /* in (0, 1] */                      \

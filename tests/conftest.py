@@ -66,7 +66,8 @@ def make_problem(layer_sizes, output, target="labels", n=7, seed=0, weighted=Fal
 
     ``target`` chooses the form of y: "labels" (0/1 for logistic, one per output; class ints of
     shape (n,) for softmax), "proba" (probabilities in [0, 1] for logistic; probability rows
-    summing to 1 for softmax) or "values" (reals, for identity). y has shape (n,) for one output.
+    summing to 1 for softmax), "values" (reals, for identity) or "counts" (non-negative, zeros
+    included, for exponential). y has shape (n,) for one output.
 
     Returns a namespace with X (n, n_in), y (as given to fastbp), T (the targets encoded as
     (n, n_out) float64, as the naive reference takes them), sw (None, or weights with one zero),
@@ -89,6 +90,12 @@ def make_problem(layer_sizes, output, target="labels", n=7, seed=0, weighted=Fal
         y = T
     elif output == "identity" and target == "values":
         T = rng.standard_normal((n, m))
+        y = T
+    elif output == "exponential" and target == "counts":
+        # Poisson counts with zeros among them (t log t = 0 there), and one non-integer rate
+        T = rng.poisson(1.5, (n, m)).astype(np.float64)
+        T[0, :] = 0.0
+        T[1, 0] = 0.25
         y = T
     else:
         raise ValueError(f"no {target!r} targets for output {output!r}")

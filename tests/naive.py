@@ -119,7 +119,8 @@ def naive_loss_and_grad(layer_sizes, activation, output, l2, W, X, T, sample_wei
     """Loss and gradient of the network, per the contract, in float64.
 
     ``T`` is (n, n_outputs): 0/1 or probabilities (logistic), one-hot rows (softmax), values
-    (identity). ``activation`` is a canonical name ("logistic", "tanh", "relu", "identity").
+    (identity), non-negative values (exponential: y = e^a, half Poisson deviance).
+    ``activation`` is a canonical name ("logistic", "tanh", "relu", "identity").
     """
     L = len(layer_sizes) - 1  # number of weight layers
     # unpack scikit-learn's layout: coefficient matrices first, then intercepts
@@ -159,6 +160,10 @@ def naive_loss_and_grad(layer_sizes, activation, output, l2, W, X, T, sample_wei
             e = [exp(v - m) for v in a_out]
             y = [v / sum(e) for v in e]
             loss = -sum(tk * log(yk) for tk, yk in zip(t, y))
+        elif output == "exponential":
+            # half the Poisson deviance, t log(t / y) − t + y with t log t = 0 at t = 0
+            y = [exp(v) for v in a_out]
+            loss = sum((tk * log(tk / yk) if tk > 0 else 0.0) - tk + yk for tk, yk in zip(t, y))
         else:
             y = list(a_out)
             loss = 0.5 * sum((yk - tk) ** 2 for tk, yk in zip(t, y))

@@ -116,6 +116,49 @@ def test_fit_levenberg_marquardt_with_identity_output(capsys, tmp_path):
     assert accuracy_of(out) > 90.0
 
 
+@pytest.mark.parametrize("solver, extra", [("adam", ["--batch-size", "32", "--learning-rate-init", "0.01"]),
+                                           ("sgd", ["--learning-rate-init", "0.2"])])
+def test_fit_with_a_stochastic_solver(capsys, tmp_path, solver, extra):
+    """--solver sgd/adam trains fastbp.MLPClassifier on minibatches: the saved weights are that
+    estimator's, reproduce the printed accuracy, and the fit is scikit-learn's for the same seed."""
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    npz = tmp_path / "w.npz"
+    rc, out, err = run(capsys, "fit", "moons", "--hidden", "8", "--solver", solver, "--max-iter", "150",
+                       "--random-state", "4", "--save", npz, "-q", *extra)
+    assert rc == 0, err
+    assert re.search(rf"loss\s+[\d.]+ after \d+ epochs of {solver}, \d+ minibatch steps", out), out
+    assert accuracy_of(out) > 85.0
+    X, y = datasets.load("moons")
+    batch = int(extra[1]) if extra[0] == "--batch-size" else "auto"
+    lr = float(extra[extra.index("--learning-rate-init") + 1])
+    sk = SkMLPClassifier((8,), activation="logistic", solver=solver, alpha=2 * 200 * (1e-4 / 400), batch_size=batch,
+                         learning_rate_init=lr, max_iter=150, random_state=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y)
+    assert f"after {sk.n_iter_} epochs" in out
+    with np.load(npz) as z:
+        net = fastbp.Network(z["layer_sizes"].tolist(), activation=str(z["activation"]))
+        np.testing.assert_allclose(z["W"], net.pack(sk.coefs_, sk.intercepts_), rtol=1e-6, atol=1e-9)
+        acc = 100 * (net.predict(z["W"], X) == y).mean()
+    assert abs(acc - accuracy_of(out)) < 0.01
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--solver", "sgd", "--method", "trust-krylov"], "--method trust-krylov is for --solver lbfgs"),
+        (["--solver", "adam", "--output", "identity"], "--output identity is for --solver lbfgs"),
+    ],
+)
+def test_fit_full_batch_options_refused_with_a_stochastic_solver(capsys, args, message):
+    rc, out, err = run(capsys, "fit", "moons", "--hidden", "4", *args)
+    assert rc == 2 and message in err and out == ""
+
+
 def test_fit_three_features_cannot_plot(capsys, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", X=rng.normal(size=(30, 3)), y=rng.integers(0, 2, 30))
@@ -136,6 +179,11 @@ def test_fit_three_features_cannot_plot(capsys, tmp_path):
         (["fit", "moons", "--l2", "1", "--alpha", "1"], ["not allowed with"]),
         (["fit", "moons", "--activation", "softsign"], ["--activation", "invalid choice"]),
         (["fit", "moons", "--backend", "gpu"], ["--backend", "invalid choice"]),
+        (["fit", "moons", "--solver", "newton"], ["--solver", "invalid choice"]),
+        (["fit", "moons", "--batch-size", "10"], ["--batch-size", "sgd or adam"]),
+        (["fit", "moons", "--solver", "adam", "--batch-size", "0"], ["--batch-size", "positive integer"]),
+        (["fit", "moons", "--solver", "adam", "--batch-size", "201"], ["--batch-size 201", "200 samples"]),
+        (["fit", "moons", "--solver", "sgd", "--learning-rate-init", "0"], ["--learning-rate-init", "> 0"]),
         (["fit", "moons", "--plot", "/no/such/folder/b.png"], ["--plot", "does not exist"]),
         (["fit", "moons", "--plot", "boundary.xyz"], ["--plot", "unknown image format 'xyz'", "png"]),
         (["fit"], ["required"]),

@@ -1,5 +1,7 @@
 """fastbp.MLPClassifier / MLPRegressor: scikit-learn's estimator checks, parity with scikit-learn's
-own lbfgs fits (the outside oracle), and the few features beyond it."""
+own lbfgs fits (the outside oracle), and the few features beyond it. The stochastic solvers' parity
+with scikit-learn is in test_stochastic_parity.py, scikit-learn's own suite in
+test_sklearn_mlp_suite.py."""
 
 import warnings
 
@@ -25,9 +27,15 @@ PARITY_RTOL = 1e-6  # the issue's bar on loss_ after tens of iterations
 # scikit-learn's own test suite runs its MLPs through these checks with max_iter=100
 # (sklearn/utils/_test_common/instance_generator.py); at the default 200, scikit-learn's own
 # MLPClassifier(solver="lbfgs") fails check_classifiers_multilabel_output_format_predict_proba
-# too (probabilities saturate to exactly 1.0), so the same setting is used here. One kernel
-# thread: the checks are about the API, and threads only slow tiny fits on a busy machine.
-@parametrize_with_checks([MLPClassifier(max_iter=100, n_threads=1), MLPRegressor(max_iter=100, n_threads=1)])
+# too (probabilities saturate to exactly 1.0), so the same setting is used here: with the default
+# solver (adam) and with lbfgs. One kernel thread: the checks are about the API, and threads only
+# slow tiny fits on a busy machine.
+@parametrize_with_checks([
+    MLPClassifier(max_iter=100, n_threads=1),
+    MLPRegressor(max_iter=100, n_threads=1),
+    MLPClassifier(solver="lbfgs", max_iter=100, n_threads=1),
+    MLPRegressor(solver="lbfgs", max_iter=100, n_threads=1),
+])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -47,7 +55,7 @@ def _fit_pair(fast_cls, sk_cls, X, y, sample_weight=None, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sk = sk_cls(solver="lbfgs", **params).fit(X, y, sample_weight=sample_weight)
-        fb = fast_cls(**params).fit(X, y, sample_weight=sample_weight)
+        fb = fast_cls(solver="lbfgs", **params).fit(X, y, sample_weight=sample_weight)
     return fb, sk
 
 
@@ -56,7 +64,7 @@ def _fit_pair_backend(X, y, activation, backend, sample_weight=None):
         warnings.simplefilter("ignore", ConvergenceWarning)
         params = dict(hidden_layer_sizes=(8, 6), activation=activation, alpha=1e-2, max_iter=30, random_state=7)
         sk = SkMLPClassifier(solver="lbfgs", **params).fit(X, y, sample_weight=sample_weight)
-        fb = MLPClassifier(backend=backend, **params).fit(X, y, sample_weight=sample_weight)
+        fb = MLPClassifier(solver="lbfgs", backend=backend, **params).fit(X, y, sample_weight=sample_weight)
     return fb, sk
 
 
@@ -154,10 +162,11 @@ def test_multioutput_regression_loss_sums_over_outputs():
     assert fb.score(X, Y) > 0.95 and sk.score(X, Y) > 0.95
 
 
-def test_sparse_input_is_densified_per_fit():
+@pytest.mark.parametrize("solver", ["lbfgs", "adam", "sgd"])
+def test_sparse_input_is_densified_per_fit(solver):
     X, y = _blobs(n=80, n_classes=3, seed=4)
     X[np.abs(X) < 0.7] = 0.0
-    params = dict(hidden_layer_sizes=(6,), max_iter=30, random_state=0)
+    params = dict(hidden_layer_sizes=(6,), max_iter=30, random_state=0, solver=solver, early_stopping=solver == "sgd")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         dense = MLPClassifier(**params).fit(X, y)
@@ -169,7 +178,7 @@ def test_sparse_input_is_densified_per_fit():
 
 def test_float32_input_computes_in_float32():
     X, y = _blobs(n=100, seed=6)
-    params = dict(hidden_layer_sizes=(8,), activation="tanh", max_iter=15, random_state=0)
+    params = dict(hidden_layer_sizes=(8,), activation="tanh", max_iter=15, random_state=0, solver="lbfgs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         f64 = MLPClassifier(**params).fit(X, y)
@@ -180,27 +189,70 @@ def test_float32_input_computes_in_float32():
     # forced float32 on float64 X: float32 arithmetic from float64 initial weights (float32 X
     # also rounds the initial weights, as scikit-learn's _init_coef does)
     assert forced.loss_ != f64.loss_ and _rel(forced.loss_, f64.loss_) < 1e-3
-    with pytest.raises(ValueError, match="dtype"):
-        MLPClassifier(dtype=np.float16, max_iter=2).fit(X, y)
+    # under lbfgs the weights are scipy's float64, as in scikit-learn
+    assert all(c.dtype == np.float64 for c in f32.coefs_ + forced.coefs_)
+    for solver in ("lbfgs", "adam"):
+        with pytest.raises(ValueError, match="dtype"):
+            MLPClassifier(dtype=np.float16, max_iter=2, solver=solver).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_stochastic_float32_as_sklearn(solver):
+    """Under sgd/adam scikit-learn keeps float32 weights, optimizer state and regression
+    predictions for float32 X; so does fastbp (and ``dtype=`` overrides X's dtype)."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((120, 3))
+    y = np.sin(X[:, 0]) + X[:, 1]
+    params = dict(hidden_layer_sizes=(8,), activation="tanh", max_iter=10, random_state=0, solver=solver,
+                  learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        f64 = MLPRegressor(**params).fit(X, y)
+        f32 = MLPRegressor(**params).fit(X.astype(np.float32), y)
+        sk32 = SkMLPRegressor(**params).fit(X.astype(np.float32), y)
+        forced32 = MLPRegressor(dtype=np.float32, **params).fit(X, y)
+        forced64 = MLPRegressor(dtype=np.float64, **params).fit(X.astype(np.float32), y)
+    for est in (f32, forced32, sk32):
+        assert all(a.dtype == np.float32 for a in est.coefs_ + est.intercepts_)
+    state = f32._optimizer.velocities if solver == "sgd" else f32._optimizer.ms
+    assert all(a.dtype == np.float32 for a in state)
+    assert f32.predict(X.astype(np.float32)).dtype == np.float32
+    assert all(a.dtype == np.float64 for a in f64.coefs_ + forced64.coefs_)
+    assert f32.loss_ != f64.loss_ and _rel(f32.loss_, f64.loss_) < 1e-4  # really float32, and close
+    assert _rel(f32.loss_, sk32.loss_) < 1e-4
 
 
 # ------------------------------------------------------------------------------- behaviour
-@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
-@pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_only_lbfgs(cls, solver):
-    X, y = _blobs(n=20)
-    assert cls().solver == "lbfgs"
-    with pytest.raises(ValueError, match="lbfgs") as info:
-        cls(solver=solver).fit(X, y)
-    assert isinstance(info.value, InvalidParameterError)
+@pytest.mark.parametrize("cls, sk_cls", [(MLPClassifier, SkMLPClassifier), (MLPRegressor, SkMLPRegressor)])
+def test_every_solver_and_adam_by_default(cls, sk_cls):
+    X, y = _blobs(n=60)
+    assert cls().solver == sk_cls().solver == "adam"
+    for solver in ("adam", "sgd", "lbfgs"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = cls(hidden_layer_sizes=(5,), solver=solver, max_iter=5, random_state=0).fit(X, y)
+        assert est.n_iter_ == 5 and len(est.loss_curve_) == 5 and np.isfinite(est.loss_)
+        assert hasattr(est, "partial_fit") == (solver != "lbfgs" or cls is MLPRegressor)  # scikit-learn's rule
     with pytest.raises(InvalidParameterError, match="solver"):
         cls(solver="newton").fit(X, y)
 
 
-def test_poisson_refused():
-    X, y = _blobs(n=20)
-    with pytest.raises(InvalidParameterError, match="poisson"):
-        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+def test_poisson_regression():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (150, 2))
+    y = rng.poisson(np.exp(1 + X[:, 0] - X[:, 1]))
+    for solver in ("lbfgs", "adam"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = MLPRegressor(loss="poisson", hidden_layer_sizes=(5,), solver=solver, learning_rate_init=0.01,
+                               max_iter=200, random_state=0).fit(X, y)
+        assert est.out_activation_ == "exp"
+        pred = est.predict(X)
+        assert pred.min() > 0  # e^a
+        # better than the best constant (the mean) in Poisson deviance
+        def deviance(mu):
+            return np.mean(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - y + mu)
+        assert deviance(pred) < 0.6 * deviance(np.full_like(pred, y.mean()))
 
 
 @pytest.mark.parametrize(
@@ -227,8 +279,7 @@ def test_constructor_matches_sklearn():
         assert list(p_ours)[: len(p_theirs)] == list(p_theirs)
         assert list(p_ours)[len(p_theirs) :] == ["backend", "dtype", "n_threads"]
         for name, p in p_theirs.items():
-            expected = "lbfgs" if name == "solver" else p.default
-            assert p_ours[name].default == expected, name
+            assert p_ours[name].default == p.default, name
             assert p_ours[name].kind == p.kind, name
 
 
@@ -236,7 +287,7 @@ def test_loss_curve_recorded_under_lbfgs():
     X, y = _blobs(n=100, n_classes=3, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = MLPClassifier((8,), max_iter=25, random_state=0, warm_start=True).fit(X, y)
+        clf = MLPClassifier((8,), solver="lbfgs", max_iter=25, random_state=0, warm_start=True).fit(X, y)
         curve = list(clf.loss_curve_)
         assert len(curve) == clf.n_iter_ == 25
         assert curve[-1] == clf.loss_
@@ -250,11 +301,11 @@ def test_loss_curve_recorded_under_lbfgs():
 
 def test_warm_start_continues_like_sklearn():
     X, y = _blobs(n=100, n_classes=3, seed=9)
-    params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0, warm_start=True)
+    params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0, warm_start=True, solver="lbfgs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fb = MLPClassifier(**params).fit(X, y).fit(X, y)
-        sk = SkMLPClassifier(solver="lbfgs", **params).fit(X, y).fit(X, y)
+        sk = SkMLPClassifier(**params).fit(X, y).fit(X, y)
     assert _rel(fb.loss_, sk.loss_) < PARITY_RTOL
     with pytest.raises(ValueError, match="warm_start"):
         fb.fit(X, np.where(y == 2, 5, y))
@@ -264,14 +315,14 @@ def test_verbose_draws_a_progress_bar(capsys):
     X, y = _blobs(n=60)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = MLPClassifier((5,), max_iter=12, random_state=0, verbose=True).fit(X, y)
+        clf = MLPClassifier((5,), solver="lbfgs", max_iter=12, random_state=0, verbose=True).fit(X, y)
     err = capsys.readouterr().err
     last = err.rstrip("\n").split("\n")[-2].split("\r")[-1]  # the final redraw of the bar
     assert f"iter {clf.n_iter_}/12" in last
     assert f"loss {clf.loss_:.6g}" in last
     assert "|grad|_inf" in last
     assert "L-BFGS stopped" in err
-    quiet = MLPClassifier((5,), max_iter=50, random_state=0)
+    quiet = MLPClassifier((5,), solver="lbfgs", max_iter=50, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         quiet.fit(X, y)
@@ -282,20 +333,37 @@ def test_verbose_draws_a_progress_bar(capsys):
 def test_convergence_warning(limit):
     X, y = _blobs(n=60)
     with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
-        MLPClassifier((5,), random_state=0, **limit).fit(X, y)
+        MLPClassifier((5,), solver="lbfgs", random_state=0, **limit).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="Stochastic Optimizer: Maximum iterations \\(3\\) reached"):
+        MLPClassifier((5,), solver="sgd", random_state=0, max_iter=3).fit(X, y)
 
 
-def test_non_finite_weights_raise():
+def test_verbose_stochastic_prints_sklearns_lines(capsys):
+    X, y = _blobs(n=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((5,), solver="adam", max_iter=3, random_state=0, verbose=True).fit(X, y)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"Iteration {i + 1}, loss = {loss:.8f}" for i, loss in enumerate(clf.loss_curve_)]
+
+
+# (adam normalizes its steps: there scikit-learn's weights, and fastbp's, stay finite)
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_non_finite_weights_raise(solver):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 3)) * 1e300  # finite, but overflows the first layer
     y = (X[:, 0] > 0).astype(int)
-    with pytest.raises(ValueError, match="non-finite parameter weights"):
-        MLPClassifier((5,), max_iter=20, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # scikit-learn's lbfgs survives here on its clipped probabilities; its sgd does not
+        for cls in (MLPClassifier, *([SkMLPClassifier] if solver == "sgd" else [])):
+            with pytest.raises(ValueError, match="non-finite parameter weights"):
+                cls((5,), solver=solver, max_iter=20, random_state=0).fit(X, y)
 
 
 def test_works_inside_model_selection():
     X, y = _blobs(n=90, n_classes=3, seed=12)
-    pipe = make_pipeline(StandardScaler(), MLPClassifier((6,), max_iter=50, random_state=0))
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((6,), solver="lbfgs", max_iter=50, random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(pipe, X, y, cv=3)
@@ -333,6 +401,6 @@ def test_blas_single_thread_during_small_compiled_fits(backend, hidden, expect_o
     X, y = _blobs(n=50)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        MLPClassifier(hidden, backend=backend, max_iter=2, random_state=0).fit(X, y)
+        MLPClassifier(hidden, solver="lbfgs", backend=backend, max_iter=2, random_state=0).fit(X, y)
     assert (seen == [1]) == expect_one, seen
     assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") > 1  # restored

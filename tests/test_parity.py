@@ -2,7 +2,8 @@
 
 The grid: every hidden activation × every output form (logistic with one output and with several
 = multi-label, with 0/1 labels and with probabilities; softmax with integer labels and with
-probability rows; identity with one and with several outputs) × depths 0 to 4 with odd widths ×
+probability rows; identity and exponential (Poisson) with one and with several outputs) × depths
+0 to 4 with odd widths ×
 with and without sample weights, at l2 > 0. Problems are tiny (n = 7, widths ≤ 5) because the
 reference is plain Python. The comparisons with the reference (float64 and float32) also run the
 compiled backends' BLAS paths (``kernel_path``: Numba's sample-major kernel, Cython's BLAS
@@ -31,6 +32,8 @@ OUTPUTS = {
     "softmax3-proba": ("softmax", 3, "proba"),
     "identity1": ("identity", 1, "values"),
     "identity3": ("identity", 3, "values"),
+    "exponential1": ("exponential", 1, "counts"),
+    "exponential3": ("exponential", 3, "counts"),
 }
 
 L2 = 0.05

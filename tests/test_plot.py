@@ -178,7 +178,7 @@ def test_loss_curve_from_a_fitted_model(fig_ax):
     ym = (Xm[:, 0] * Xm[:, 1] > 0).astype(int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = MLPClassifier((6,), activation="tanh", max_iter=20, random_state=0).fit(Xm, ym)
+        clf = MLPClassifier((6,), activation="tanh", solver="lbfgs", max_iter=20, random_state=0).fit(Xm, ym)
     fig, ax = fig_ax
     loss_curve(clf, ax=ax, log=True)
     (line,) = ax.lines

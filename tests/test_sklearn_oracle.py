@@ -5,7 +5,9 @@ With λ = alpha / (2 Σ sample weights), fastbp's loss and gradient equal
 ``MLPRegressor._loss_grad_lbfgs`` (one output). For several identity outputs scikit-learn's
 reported loss averages the per-output half squared error over outputs while its gradient sums
 (scikit-learn issue #8349); fastbp sums in both, so its gradient equals scikit-learn's and its
-data term is n_outputs times scikit-learn's.
+data term is n_outputs times scikit-learn's. ``MLPRegressor(loss="poisson")`` sums its half
+Poisson deviance over outputs, as fastbp's exponential output does: equal for any number of
+outputs.
 
 The estimator is set up the simplest robust way: fitted for one iteration on the same data (which
 builds ``coefs_``, ``_coef_indptr``, ``out_activation_``, the label binarizer...), then
@@ -170,3 +172,35 @@ def test_fitted_sklearn_weights_round_trip(relerr, backend, n_classes):
     # scikit-learn's loss_ is the loss at its final weights: ours agrees there too
     loss, _ = net.loss_and_grad(W, X, y)
     assert relerr(loss, mlp.loss_) < RTOL
+
+
+@pytest.mark.parametrize("sample_weight", ["none", "real", "integer"])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_poisson_equals_sklearn_loss_grad_lbfgs(relerr, backend, activation, n_outputs, sample_weight):
+    """``MLPRegressor(loss="poisson")`` is fastbp's exponential output. scikit-learn's
+    ``poisson_loss`` is ``np.average(xlogy(t, t / p) − t + p, weights, axis=0).sum()``: the
+    weighted mean over samples of each output's half deviance, summed over the outputs, which is
+    fastbp's Σ_n s_n Σ_k ℓ_nk / Σ_n s_n. So, unlike the squared error (#8349), loss and gradient
+    are both equal for any number of outputs."""
+    rng = np.random.default_rng(n_outputs)
+    X = rng.standard_normal((40, 4))
+    y = rng.poisson(np.exp(0.5 * X[:, :n_outputs]), (40, n_outputs)).astype(np.float64)
+    y[:5] = 0.0
+    if n_outputs == 1:
+        y = y[:, 0]
+    sw = weights_for(sample_weight, len(X))
+    est = fit_one_iteration(
+        MLPRegressor(loss="poisson", hidden_layer_sizes=HIDDEN, activation=activation, alpha=ALPHA, solver="lbfgs",
+                     max_iter=1, random_state=0),
+        X, y, sw,
+    )
+    assert est.out_activation_ == "exp"  # scikit-learn's name for the exponential output
+    sw_sum = len(X) if sw is None else sw.sum()
+    net = fastbp.Network((4, *HIDDEN, n_outputs), activation=activation, output="exponential",
+                         l2=ALPHA / (2 * sw_sum), backend=backend)
+    W = np.random.default_rng(2).uniform(-0.7, 0.7, net.n_params)
+    sk_loss, sk_grad = sklearn_loss_grad(est, W, X, y.reshape(len(y), -1), sw)
+    loss, grad = net.loss_and_grad(W, X, y, sample_weight=sw)
+    assert relerr(loss, sk_loss) < RTOL, (loss, sk_loss)
+    assert relerr(grad, sk_grad) < RTOL

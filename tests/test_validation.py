@@ -180,7 +180,7 @@ def test_prediction_refuses_bad_input(case, what):
 # -------------------------------------------------------------- bad construction arguments
 
 ACTIVATION_CHOICES = ("logistic", "sigmoid", "tanh", "relu", "identity")
-OUTPUT_CHOICES = ("logistic", "softmax", "identity")
+OUTPUT_CHOICES = ("logistic", "softmax", "identity", "exponential")
 
 BAD_NETWORK = {
     "activation-unknown": (dict(activation="softplus"), ValueError, "activation", ACTIVATION_CHOICES),

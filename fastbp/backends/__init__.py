@@ -53,6 +53,43 @@ R-operator; its module docstring has the formulas. Until a backend's kernel has 
 ``Network`` computes that method with the NumPy kernel of the same layout
 (``fastbp.network._second_order_kernel``).
 
+``kernel.run_epoch(W, X, T, sample_weight, order, batch_size, alpha, optimizer) -> float`` (optional)
+    One epoch of minibatch training (``solver="sgd"``/``"adam"`` of the estimators), in one call.
+    Kernels without it get :func:`fastbp.backends.stochastic.reference_epoch`, the same epoch in
+    Python on ``kernel(...)``: what a compiled ``run_epoch`` must reproduce (to round-off; and
+    bit-identically for a given ``n_threads``, like the kernel).
+
+    ``W``: the flat weights, C-contiguous, shape ``(n_params,)``, in ``layout.dtype`` (float32
+    for float32 fits), **updated in place**. ``X``, ``T``, ``sample_weight``: as for the kernel
+    call, for all n samples (``sample_weight`` may have batches summing to 0). ``order``: None
+    (samples in order) or int64 ``(n,)``, the epoch's permutation; ``batch_size``: positive int.
+    Batch b holds the rows ``order[b·bs : min((b+1)·bs, n)]`` (the last batch is shorter), in
+    that order. ``alpha``: scikit-learn's L2 strength. ``optimizer``: a
+    :class:`fastbp.optimizers.SGDOptimizer` or :class:`~fastbp.optimizers.AdamOptimizer` whose
+    state arrays have ``W``'s length and dtype and are **updated in place**.
+
+    For each batch in turn, with ``S_b`` its sample count (unweighted) or ``Σ_{n∈b} s_n``:
+
+    1. if ``S_b`` is 0 (every weight zero) the batch is skipped: no loss, no step;
+    2. ``loss_b, g = kernel(W, X_b, T_b, s_b, 1 / S_b, alpha / (2 S_b))`` at the current ``W``
+       (a float64 gradient, as the kernel returns it);
+    3. the optimizer's step, in the state's dtype (``g`` rounded to it first):
+
+       * SGD (``optimizer.kind == "sgd"``; ``η = optimizer.learning_rate``, constant within the
+         epoch; ``μ = optimizer.momentum``; ``v = optimizer.velocity``):
+         ``u = μ v − η g``; ``v ← u``; if ``optimizer.nesterov``: ``u = μ v − η g``;
+         ``W ← W + u``.
+       * Adam (``optimizer.kind == "adam"``; ``m``, ``v``, ``t``, ``learning_rate_init``,
+         ``beta_1``, ``beta_2``, ``epsilon``): ``t ← t + 1``; ``m ← β₁ m + (1 − β₁) g``;
+         ``v ← β₂ v + (1 − β₂) g²``; ``η_t = η₀ √(1 − β₂ᵗ) / (1 − β₁ᵗ)``;
+         ``W ← W + (−η_t m) / (√v + ε)``. Afterwards ``optimizer.t`` is the steps taken and
+         ``optimizer.learning_rate`` the last ``η_t``.
+
+    Returns ``Σ_b |b| · loss_b`` over the batches not skipped (|b| the batch's sample count,
+    weighted or not), a Python float; the caller divides by n for the epoch's ``loss_``. The
+    schedules between epochs (invscaling, adaptive), the shuffles and the stopping rules stay in
+    the caller (:mod:`fastbp.estimators`).
+
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.
 

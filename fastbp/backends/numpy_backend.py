@@ -7,14 +7,21 @@ Cross-entropies are computed from the output pre-activations ``a``, so large ``|
 * logistic: ℓ = softplus(a) − t a, with softplus(a) = max(a, 0) + log1p(exp(−|a|))
 * softmax:  ℓ = s · logsumexp(a) − Σ_k t_k a_k, with s = Σ_k t_k (1 for one-hot rows)
 * identity: ℓ = ½ Σ_k (a_k − t_k)²
+* exponential: ℓ = Σ_k [t_k log t_k − t_k a_k + (p_k − t_k)], p = e^a (half the Poisson
+  deviance, t log t = 0 at t = 0), computed from a rather than from log p
 
-and the output delta δ = ∂ℓ/∂a is σ(a) − t, s · softmax(a) − t and a − t respectively.
+and the output delta δ = ∂ℓ/∂a is σ(a) − t, s · softmax(a) − t, a − t and e^a − t respectively.
+
+The exponential output's p = e^a is evaluated in the compute dtype, so it overflows to inf where
+e^a exceeds that dtype's range (a > 709.78 in float64, a > 88.72 in float32): the loss and the
+gradient are then not finite, as in scikit-learn, and nothing is raised (a line search may step
+back). A sample of weight zero never counts, even there.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, xlogy
 
 from ..layout import ACTIVATIONS
 
@@ -73,6 +80,12 @@ def output_loss_and_delta(output, a, t):
         s = t.sum(axis=1, keepdims=True)
         loss = (s * lse)[:, 0].astype(np.float64) - (t * a).sum(axis=1, dtype=np.float64)
         delta = s * (e / sum_e) - t
+    elif output == "exponential":
+        with np.errstate(over="ignore"):
+            p = np.exp(a)  # in the compute dtype: inf past its range
+        delta = p - t
+        t64 = t.astype(np.float64, copy=False)
+        loss = ((xlogy(t64, t64) - t64 * a) + (p.astype(np.float64) - t64)).sum(axis=1)
     else:  # identity
         delta = a - t
         loss = 0.5 * (delta * delta).sum(axis=1, dtype=np.float64)
@@ -108,6 +121,11 @@ class NumpyKernel:
         if sample_weight is None:
             data_loss = loss_n.sum()
         else:
+            if layout.output == "exponential":
+                # a sample of weight zero never counts, even where e^a overflowed (0 · inf)
+                absent = sample_weight == 0
+                loss_n[absent] = 0.0
+                delta[absent] = 0.0
             data_loss = loss_n @ sample_weight
             delta *= sample_weight.astype(delta.dtype, copy=False)[:, None]
 
@@ -131,10 +149,14 @@ class NumpyKernel:
         return loss, grad
 
     def predict_output(self, W, X):
-        """The output layer's σ(a) (probabilities, or values for identity outputs), float64."""
+        """The output layer's σ(a) (probabilities; values for identity outputs; e^a for
+        exponential ones, in float64), float64."""
         a = self.forward_pass(W, X)[-1].astype(np.float64)
         if self.layout.output == "logistic":
             return expit(a)
+        if self.layout.output == "exponential":
+            with np.errstate(over="ignore"):
+                return np.exp(a)
         if self.layout.output == "softmax":
             a -= a.max(axis=1, keepdims=True)
             np.exp(a, out=a)

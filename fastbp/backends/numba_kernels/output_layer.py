@@ -1,10 +1,11 @@
 """The output layer: loss Σ_n s_n ℓ_n of a tile and δ^L = s_n ∂ℓ_n/∂a^L, for every output.
 
 Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity (ℓ = ½ Σ_k (a_k − t_k)²), 1 logistic
-(cross-entropy of σ(a)), 2 softmax (cross-entropy of softmax(a)); each pairs with its canonical
-loss, so δ^L = s_n (y − t). The loss is computed in float64 from a, never from y (no log of a
-rounded probability). :func:`output_tile` works on unit-major tiles in 8-lane vectors;
-:func:`output_loss_delta` on the sub-tiles of the sample-major kernel.
+(cross-entropy of σ(a)), 2 softmax (cross-entropy of softmax(a)), 3 exponential (half Poisson
+deviance of p = e^a); each pairs with its canonical loss, so δ^L = s_n (y − t). The loss is
+computed in float64 from a, never from y (no log of a rounded probability). :func:`output_tile`
+works on unit-major tiles in 8-lane vectors; :func:`output_loss_delta` on the sub-tiles of the
+sample-major kernel.
 """
 
 import numpy as np
@@ -13,6 +14,18 @@ from numba import njit
 from .jit import _FAST, _JIT, _MATH
 from .transcendental import exp1, log1, log1p_unit, vexp_neg_pade, vexp_parts, vlog, vlog1p_unit
 from .vec8 import vabs, vadd, vdiv, vhsum, vldd, vmul, vmuladd, vsplat, vstc, vsub, vwhere, vwhere_gt
+
+_EXP_SPLIT = 708.0  # exp_parts clamps at 709: above this, e^a = (e^(a/2))², which overflows to inf
+_TINY = 2.2250738585072014e-308  # the least positive normal float64 (log1 and vlog need normals)
+
+
+@njit(**_MATH)
+def exp_overflowing(a):
+    """e^a for float64 a, +inf past float64's range (a > 709.78), unlike :func:`exp1`."""
+    if a <= _EXP_SPLIT:
+        return exp1(a)
+    h = exp1(0.5 * a)
+    return h * h
 
 
 @njit(**_FAST)
@@ -31,7 +44,7 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
     ``Ap``, ``Dp``: (m, tsp) unit-major output pre-activations and deltas, of which the first
     ``ts`` columns are samples and the rest padding (its δ is set to 0); ``T``: the whole (n, m)
     target array, the tile's rows starting at ``t0``; ``sw``: sample weights or an empty array.
-    Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax.
+    Codes follow :data:`fastbp.layout.OUTPUTS`: 0 identity, 1 logistic, 2 softmax, 3 exponential.
 
     Every loop runs over the tile's samples without a loop-carried sum (the per-sample losses go
     to scratch, summed at the end), so each vectorizes with the scalar exp and log inlined.
@@ -107,6 +120,24 @@ def output_loss_delta(code, Ap, T, t0, ts, sw, Dp, ws):
             ek = e[k * ts : (k + 1) * ts]
             for s in range(ts):
                 D[s] = amax[s] * ek[s] - w[s] * np.float64(T[t0 + s, k])
+    elif code == 3:
+        # p = e^a rounded to the compute dtype (inf past its range, stored in D first);
+        # ℓ = t log t − t a + (p − t), half the Poisson deviance; δ = p − t. A sample of weight
+        # 0 gets exactly 0 (not 0 · inf).
+        for s in range(ts):
+            lv[s] = 0.0
+        for k in range(m):
+            A = Ap[k]
+            D = Dp[k]
+            for s in range(ts):
+                a = np.float64(A[s])
+                t = np.float64(T[t0 + s, k])
+                D[s] = exp_overflowing(a)
+                d = np.float64(D[s]) - t
+                tlogt = t * log1(max(t, _TINY)) if t > 0.0 else 0.0
+                counts = w[s] > 0.0
+                D[s] = w[s] * d if counts else 0.0
+                lv[s] += w[s] * ((tlogt - t * a) + d) if counts else 0.0
     else:
         # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
         for s in range(ts):
@@ -189,6 +220,24 @@ def output_tile(code, Z, ao, D, do, tsp, m, T, t0, ts, sw, ws):
             for k in range(m):
                 t = vldd(ws, tt + k * tsp + s)
                 vstc(D, do + k * tsp + s, vsub(vmul(scale, vldd(D, do + k * tsp + s)), vmul(w, t)))
+    elif code == 3:
+        # p = e^a rounded to the compute dtype (inf past its range; stored in D first);
+        # ℓ = t log t − t a + (p − t), half the Poisson deviance; δ = p − t. A sample of weight
+        # 0 (and the padding) gets exactly 0 (not 0 · inf).
+        for k in range(m):
+            for s in range(0, tsp, 8):
+                o = do + k * tsp + s
+                a = vldd(Z, ao + k * tsp + s)
+                t = vldd(ws, tt + k * tsp + s)
+                w = vldd(ws, wo + s)
+                p, sc = vexp_parts(a)
+                ph, sh = vexp_parts(vmul(a, 0.5))
+                eh = vmuladd(ph, sh, sh)
+                vstc(D, o, vwhere_gt(a, _EXP_SPLIT, vmul(eh, eh), vmuladd(p, sc, sc)))
+                d = vsub(vldd(D, o), t)
+                tlogt = vwhere_gt(t, 0.0, vmul(t, vlog(vwhere_gt(t, _TINY, t, _TINY))), 0.0)
+                vstc(D, o, vwhere_gt(w, 0.0, vmul(w, d), 0.0))
+                acc = vadd(acc, vwhere_gt(w, 0.0, vmul(w, vadd(vsub(tlogt, vmul(t, a)), d)), 0.0))
     else:
         # ℓ = ½ Σ_k (a_k − t_k)², δ = a − t
         for k in range(m):
