@@ -198,7 +198,8 @@ EXTENSION = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread"],
     extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
-    depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
+    depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h",
+             "src_kernels/fb_rop.h", "src_kernels/_rop.pxi"],
     optional=True,  # an in-place build copies no extension that was not built (BuildExt says why)
 )
 

@@ -138,18 +138,37 @@ class SerialBlasKernel:
     def __getattr__(self, name):  # n_threads, tile, blas_layers, _n_blocks... of the kernel
         return getattr(self.kernel, name)
 
-    def __call__(self, W, X, T, sample_weight, scale, l2):
-        kernel = self.kernel
+    def _serial(self, method, *args):
+        """``method(*args)`` with the BLAS libraries held to one thread."""
         if self._controllers is None:
             self._controllers = _blas_controllers()
         saved = [c.num_threads for c in self._controllers]
         for c in self._controllers:
             c.set_num_threads(1)
         try:
-            return kernel(W, X, T, sample_weight, scale, l2)
+            return method(*args)
         finally:
             for c, n in zip(self._controllers, saved):
                 c.set_num_threads(n)
+
+    def __call__(self, W, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel, W, X, T, sample_weight, scale, l2)
+
+    # second order (see fastbp.backends): the same, around the kernel's own methods
+    def hessp(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.hessp, W, V, X, T, sample_weight, scale, l2)
+
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.hessp_block, W, V, X, T, sample_weight, scale, l2)
+
+    def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.gauss_newton_product, W, V, X, T, sample_weight, scale, l2)
+
+    def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.gauss_newton_block, W, V, X, T, sample_weight, scale, l2)
+
+    def output_jacobian(self, W, X, row_scale, out):
+        return self._serial(self.kernel.output_jacobian, W, X, row_scale, out)
 
 
 class CythonBackend:
