@@ -34,10 +34,10 @@ cdef extern from "fb_rop.h" nogil:
     void fb_rmm_f(int wide, const float *M, const float *Vm, idx so, idx si, const float *bias,
                   const float *R, const float *Z, idx n_in, float *Out, idx n_out, idx nsp,
                   idx ld, int act, const float *Zd, const float *Tt, const float *RZ)
-    void fb_rgrad_tile_d(const double *Z, const double *RZ, idx n_in, const double *RD,
-                         const double *D, idx n_out, double *dW, double *db, idx nsp, idx ld)
-    void fb_rgrad_tile_f(const float *Z, const float *RZ, idx n_in, const float *RD,
-                         const float *D, idx n_out, double *dW, double *db, idx nsp, idx ld)
+    void fb_rgrad_d(int wide, const double *Z, const double *RZ, idx n_in, const double *RD,
+                    const double *D, idx n_out, double *dW, double *db, idx nsp, idx ld)
+    void fb_rgrad_f(int wide, const float *Z, const float *RZ, idx n_in, const float *RD,
+                    const float *D, idx n_out, double *dW, double *db, idx nsp, idx ld)
     void fb_rop_lambda_d(int out, const double *A, idx m, const double *Tt, const double *sw,
                          double *lam, double *P, idx ns, idx nsp, idx ld, double *w)
     void fb_rop_lambda_f(int out, const float *A, idx m, const float *Tt, const double *sw,
@@ -414,15 +414,12 @@ cdef void _rblock(const Plan *p, const RopLayout *r, const floating *W, const fl
                                       G + p.gacc_off[l], nsp, ld)
                     if flush_each:
                         fb_gacc_flush(G + p.gacc_off[l], n_in, n_out, p.npad[l], gW)
-                elif cross:
-                    if floating is double:
-                        fb_rgrad_tile_d(Z, RZ, n_in, RD, D, n_out, gW, gb, nsp, ld)
-                    else:
-                        fb_rgrad_tile_f(Z, RZ, n_in, RD, D, n_out, gW, gb, nsp, ld)
-                elif floating is double:
-                    fb_grad_tile_d(Z, n_in, RD, n_out, gW, gb, nsp, ld)
+                elif floating is double:  # lane sums (R{z^0} = 0: RZ NULL, the first term)
+                    fb_rgrad_d(p.wide, Z, RZ if cross else NULL, n_in, RD, D, n_out, gW, gb, nsp,
+                               ld)
                 else:
-                    fb_grad_tile_f(Z, n_in, RD, n_out, gW, gb, nsp, ld)
+                    fb_rgrad_f(p.wide, Z, RZ if cross else NULL, n_in, RD, D, n_out, gW, gb, nsp,
+                               ld)
                 if l == 0:
                     break
                 # R{δ^l} = σ'(a^l) (W_l R{δ^{l+1}} + V_l δ^{l+1}) + t^l R{z^l}

@@ -92,46 +92,56 @@ FB_DISPATCH static void fb_rmm_tile_##SFX(const T *M, const T *Vm, fb_idx so, fb
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* dW[i*n_out + j] += sum_s Z[i, s] RD[j, s] + RZ[i, s] D[j, s] (R{∂ℓ/∂W} over the tile, both    \
- * terms in the same lane accumulators, in double) and db[j] += sum_s RD[j, s] */                  \
-FB_DISPATCH static void fb_rgrad_tile_##SFX(const T *Z, const T *RZ, fb_idx n_in, const T *RD,    \
-                                            const T *D, fb_idx n_out, double *dW, double *db,      \
-                                            fb_idx nsp, fb_idx ld)                                 \
+/* dW[i*n_out + j] += sum_s Z[i, s] RD[j, s] + RZ[i, s] D[j, s] over the tile (R{∂ℓ/∂W}, both    \
+ * terms in the same lane accumulators, in double, then the lanes' fixed-order sum); RZ NULL: the  \
+ * first term alone (and D unused). 1 row x 4 columns per register block. */                     \
+FB_DISPATCH static void fb_rgrad_rows_##SFX(const T *Z, const T *RZ, fb_idx n_in, const T *RD,    \
+                                            const T *D, fb_idx n_out, double *dW, fb_idx nsp,      \
+                                            fb_idx ld)                                             \
 {                                                                                                 \
     for (fb_idx i = 0; i < n_in; i++) {                                                           \
-        const T *z = Z + i * ld, *rz = RZ + i * ld;                                               \
+        const T *z = Z + i * ld, *rz = RZ ? RZ + i * ld : Z;                                      \
         double *g = dW + i * n_out;                                                               \
         fb_idx j = 0;                                                                             \
         for (; j + 4 <= n_out; j += 4) {                                                          \
-            const T *rd = RD + j * ld, *d = D + j * ld;                                           \
+            const T *rd = RD + j * ld, *d = RZ ? D + j * ld : RD;                                 \
             fb_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                         \
-            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
-                fb_vd zs = fb_wide_##SFX(fb_ld_##SFX(z + s));                                     \
-                fb_vd rzs = fb_wide_##SFX(fb_ld_##SFX(rz + s));                                   \
-                a0 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + s));                                    \
-                a1 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + ld + s));                               \
-                a2 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 2 * ld + s));                           \
-                a3 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 3 * ld + s));                           \
-                a0 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + s));                                    \
-                a1 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                               \
-                a2 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                           \
-                a3 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                           \
-            }                                                                                     \
+            if (RZ)                                                                               \
+                for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                      \
+                    fb_vd zs = fb_wide_##SFX(fb_ld_##SFX(z + s));                                 \
+                    fb_vd rzs = fb_wide_##SFX(fb_ld_##SFX(rz + s));                               \
+                    a0 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + s));                                \
+                    a0 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + s));                                \
+                    a1 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + ld + s));                           \
+                    a1 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                           \
+                    a2 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 2 * ld + s));                       \
+                    a2 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                       \
+                    a3 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 3 * ld + s));                       \
+                    a3 += rzs * fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                       \
+                }                                                                                 \
+            else                                                                                  \
+                for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                      \
+                    fb_vd zs = fb_wide_##SFX(fb_ld_##SFX(z + s));                                 \
+                    a0 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + s));                                \
+                    a1 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + ld + s));                           \
+                    a2 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 2 * ld + s));                       \
+                    a3 += zs * fb_wide_##SFX(fb_ld_##SFX(rd + 3 * ld + s));                       \
+                }                                                                                 \
             g[j] += fb_hsum(a0);                                                                  \
             g[j + 1] += fb_hsum(a1);                                                              \
             g[j + 2] += fb_hsum(a2);                                                              \
             g[j + 3] += fb_hsum(a3);                                                              \
         }                                                                                         \
         for (; j < n_out; j++) {                                                                  \
+            const T *rd = RD + j * ld, *d = RZ ? D + j * ld : RD;                                 \
             fb_vd a0 = {0};                                                                       \
             for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
-                a0 += fb_wide_##SFX(fb_ld_##SFX(z + s)) * fb_wide_##SFX(fb_ld_##SFX(RD + j * ld + s));\
-                a0 += fb_wide_##SFX(fb_ld_##SFX(rz + s)) * fb_wide_##SFX(fb_ld_##SFX(D + j * ld + s));\
+                a0 += fb_wide_##SFX(fb_ld_##SFX(z + s)) * fb_wide_##SFX(fb_ld_##SFX(rd + s));     \
+                if (RZ) a0 += fb_wide_##SFX(fb_ld_##SFX(rz + s)) * fb_wide_##SFX(fb_ld_##SFX(d + s));\
             }                                                                                     \
             g[j] += fb_hsum(a0);                                                                  \
         }                                                                                         \
     }                                                                                             \
-    fb_bias_grad_tile_##SFX(RD, n_out, db, nsp, ld);                                              \
 }                                                                                                 \
                                                                                                   \
 /* The output's curvature on one tile, for every direction to come: from a^L (A, m units), the  \
@@ -322,5 +332,90 @@ static void fb_rmm_##SFX(int wide, const T *M, const T *Vm, fb_idx so, fb_idx si
 
 FB_DEFINE_RMM_WIDE(double, fb_vd, d)
 FB_DEFINE_RMM_WIDE(float, fb_vf, f)
+
+/* AVX-512 variant of fb_rgrad_rows: 2 rows x 4 columns per register block (8 accumulators, so
+ * the multiply-adds of one accumulator do not wait on each other), then 2 x 1, then the last
+ * row by fb_rgrad_rows: the same sums per weight in the same order */
+#define FB_DEFINE_RGRAD_WIDE(T, VT, SFX)                                                          \
+FB_V4 static void fb_rgrad16_##SFX(const T *Z, const T *RZ, fb_idx n_in, const T *RD,            \
+                                   const T *D, fb_idx n_out, double *dW, fb_idx nsp, fb_idx ld)   \
+{                                                                                                 \
+    fb_idx i = 0;                                                                                 \
+    for (; i + 2 <= n_in; i += 2) {                                                               \
+        const T *z0 = Z + i * ld, *z1 = z0 + ld;                                                  \
+        const T *r0 = RZ ? RZ + i * ld : Z, *r1 = r0 + ld;                                        \
+        double *g0 = dW + i * n_out, *g1 = g0 + n_out;                                            \
+        fb_idx j = 0;                                                                             \
+        for (; j + 4 <= n_out; j += 4) {                                                          \
+            const T *rd = RD + j * ld, *d = RZ ? D + j * ld : RD;                                 \
+            fb_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};   \
+            if (RZ)                                                                               \
+                for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                      \
+                    fb_vd x0 = fb_wide_##SFX(fb_ld_##SFX(z0 + s));                                \
+                    fb_vd x1 = fb_wide_##SFX(fb_ld_##SFX(z1 + s));                                \
+                    fb_vd y0 = fb_wide_##SFX(fb_ld_##SFX(r0 + s));                                \
+                    fb_vd y1 = fb_wide_##SFX(fb_ld_##SFX(r1 + s));                                \
+                    fb_vd e0 = fb_wide_##SFX(fb_ld_##SFX(rd + s));                                \
+                    fb_vd e1 = fb_wide_##SFX(fb_ld_##SFX(rd + ld + s));                           \
+                    fb_vd e2 = fb_wide_##SFX(fb_ld_##SFX(rd + 2 * ld + s));                       \
+                    fb_vd e3 = fb_wide_##SFX(fb_ld_##SFX(rd + 3 * ld + s));                       \
+                    fb_vd f0 = fb_wide_##SFX(fb_ld_##SFX(d + s));                                 \
+                    fb_vd f1 = fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                            \
+                    fb_vd f2 = fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                        \
+                    fb_vd f3 = fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                        \
+                    a0 += x0 * e0; a0 += y0 * f0; b0 += x1 * e0; b0 += y1 * f0;                   \
+                    a1 += x0 * e1; a1 += y0 * f1; b1 += x1 * e1; b1 += y1 * f1;                   \
+                    a2 += x0 * e2; a2 += y0 * f2; b2 += x1 * e2; b2 += y1 * f2;                   \
+                    a3 += x0 * e3; a3 += y0 * f3; b3 += x1 * e3; b3 += y1 * f3;                   \
+                }                                                                                 \
+            else                                                                                  \
+                for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                      \
+                    fb_vd x0 = fb_wide_##SFX(fb_ld_##SFX(z0 + s));                                \
+                    fb_vd x1 = fb_wide_##SFX(fb_ld_##SFX(z1 + s));                                \
+                    fb_vd e0 = fb_wide_##SFX(fb_ld_##SFX(rd + s));                                \
+                    fb_vd e1 = fb_wide_##SFX(fb_ld_##SFX(rd + ld + s));                           \
+                    fb_vd e2 = fb_wide_##SFX(fb_ld_##SFX(rd + 2 * ld + s));                       \
+                    fb_vd e3 = fb_wide_##SFX(fb_ld_##SFX(rd + 3 * ld + s));                       \
+                    a0 += x0 * e0; b0 += x1 * e0;                                                 \
+                    a1 += x0 * e1; b1 += x1 * e1;                                                 \
+                    a2 += x0 * e2; b2 += x1 * e2;                                                 \
+                    a3 += x0 * e3; b3 += x1 * e3;                                                 \
+                }                                                                                 \
+            g0[j] += fb_hsum(a0); g0[j + 1] += fb_hsum(a1);                                       \
+            g0[j + 2] += fb_hsum(a2); g0[j + 3] += fb_hsum(a3);                                   \
+            g1[j] += fb_hsum(b0); g1[j + 1] += fb_hsum(b1);                                       \
+            g1[j + 2] += fb_hsum(b2); g1[j + 3] += fb_hsum(b3);                                   \
+        }                                                                                         \
+        for (; j < n_out; j++) {                                                                  \
+            const T *rd = RD + j * ld, *d = RZ ? D + j * ld : RD;                                 \
+            fb_vd a0 = {0}, b0 = {0};                                                             \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd e0 = fb_wide_##SFX(fb_ld_##SFX(rd + s));                                    \
+                a0 += fb_wide_##SFX(fb_ld_##SFX(z0 + s)) * e0;                                    \
+                if (RZ) a0 += fb_wide_##SFX(fb_ld_##SFX(r0 + s)) * fb_wide_##SFX(fb_ld_##SFX(d + s));\
+                b0 += fb_wide_##SFX(fb_ld_##SFX(z1 + s)) * e0;                                    \
+                if (RZ) b0 += fb_wide_##SFX(fb_ld_##SFX(r1 + s)) * fb_wide_##SFX(fb_ld_##SFX(d + s));\
+            }                                                                                     \
+            g0[j] += fb_hsum(a0);                                                                 \
+            g1[j] += fb_hsum(b0);                                                                 \
+        }                                                                                         \
+    }                                                                                             \
+    if (i < n_in)                                                                                 \
+        fb_rgrad_rows_##SFX(Z + i * ld, RZ ? RZ + i * ld : RZ, n_in - i, RD, D, n_out,            \
+                            dW + i * n_out, nsp, ld);                                             \
+}                                                                                                 \
+                                                                                                  \
+/* R{∂ℓ/∂W_l} of one tile (fb_rgrad_rows) and R{∂ℓ/∂b_l} += sum_s RD[j, s] */                     \
+static void fb_rgrad_##SFX(int wide, const T *Z, const T *RZ, fb_idx n_in, const T *RD,           \
+                           const T *D, fb_idx n_out, double *dW, double *db, fb_idx nsp,          \
+                           fb_idx ld)                                                             \
+{                                                                                                 \
+    if (FB_WIDE && wide) fb_rgrad16_##SFX(Z, RZ, n_in, RD, D, n_out, dW, nsp, ld);                \
+    else fb_rgrad_rows_##SFX(Z, RZ, n_in, RD, D, n_out, dW, nsp, ld);                             \
+    fb_bias_grad_tile_##SFX(RD, n_out, db, nsp, ld);                                              \
+}
+
+FB_DEFINE_RGRAD_WIDE(double, fb_vd, d)
+FB_DEFINE_RGRAD_WIDE(float, fb_vf, f)
 
 #endif /* FB_ROP_H */
