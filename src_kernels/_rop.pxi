@@ -30,10 +30,10 @@ cdef extern from "fb_rop.h" nogil:
     enum: FB_TANH
     void fb_rmm_d(int wide, const double *M, const double *Vm, idx so, idx si, const double *bias,
                   const double *R, const double *Z, idx n_in, double *Out, idx n_out, idx nsp,
-                  idx ld, int act, const double *Zd, const double *Tt, const double *RZ)
+                  idx ld, int act, const double *Zd)
     void fb_rmm_f(int wide, const float *M, const float *Vm, idx so, idx si, const float *bias,
                   const float *R, const float *Z, idx n_in, float *Out, idx n_out, idx nsp,
-                  idx ld, int act, const float *Zd, const float *Tt, const float *RZ)
+                  idx ld, int act, const float *Zd)
     void fb_rgrad_d(int wide, const double *Z, const double *RZ, idx n_in, const double *RD,
                     const double *D, idx n_out, double *dW, double *db, idx nsp, idx ld)
     void fb_rgrad_f(int wide, const float *Z, const float *RZ, idx n_in, const float *RD,
@@ -332,10 +332,10 @@ cdef void _rblock(const Plan *p, const RopLayout *r, const floating *W, const fl
                 elif rz_on and v_on:
                     if floating is double:
                         fb_rmm_d(p.wide, Wl, Vl, 1, n_out, Vb, RZ, Z, n_in, Out, n_out, nsp, ld,
-                                 fin_act, Zn, NULL, NULL)
+                                 fin_act, Zn)
                     else:
                         fb_rmm_f(p.wide, Wl, Vl, 1, n_out, Vb, RZ, Z, n_in, Out, n_out, nsp, ld,
-                                 fin_act, Zn, NULL, NULL)
+                                 fin_act, Zn)
                 elif rz_on:  # W_l^T R{z^l} + Vb_l
                     if floating is double:
                         fb_matmul_d(p.wide, Wl, 1, n_out, Vb, RZ, n_in, Out, n_out, nsp, ld,
@@ -442,21 +442,19 @@ cdef void _rblock(const Plan *p, const RopLayout *r, const floating *W, const fl
                 elif v_on:
                     if floating is double:
                         fb_rmm_d(p.wide, Wl, Vl, n_out, 1, NULL, RD, D, n_out, Dp, n_in, nsp, ld,
-                                 act, Z, Tl, RZ)
+                                 act, Z)
                     else:
                         fb_rmm_f(p.wide, Wl, Vl, n_out, 1, NULL, RD, D, n_out, Dp, n_in, nsp, ld,
-                                 act, Z, Tl, RZ)
-                else:  # no V_l term (Gauss-Newton: an ordinary backward pass)
+                                 act, Z)
+                elif floating is double:  # no V_l term (Gauss-Newton: an ordinary backward pass)
+                    fb_matmul_d(p.wide, Wl, n_out, 1, NULL, RD, n_out, Dp, n_in, nsp, ld, act, Z)
+                else:
+                    fb_matmul_f(p.wide, Wl, n_out, 1, NULL, RD, n_out, Dp, n_in, nsp, ld, act, Z)
+                if Tl != NULL and not p.blas[l]:
                     if floating is double:
-                        fb_matmul_d(p.wide, Wl, n_out, 1, NULL, RD, n_out, Dp, n_in, nsp, ld, act,
-                                    Z)
-                        if Tl != NULL:
-                            fb_rop_addmul_d(Dp, Tl, RZ, n_in, nsp, ld)
+                        fb_rop_addmul_d(Dp, Tl, RZ, n_in, nsp, ld)
                     else:
-                        fb_matmul_f(p.wide, Wl, n_out, 1, NULL, RD, n_out, Dp, n_in, nsp, ld, act,
-                                    Z)
-                        if Tl != NULL:
-                            fb_rop_addmul_f(Dp, Tl, RZ, n_in, nsp, ld)
+                        fb_rop_addmul_f(Dp, Tl, RZ, n_in, nsp, ld)
         s0 += ns
     if not flush_each:
         for l in range(L):

@@ -37,25 +37,23 @@ FB_INLINE VT fb_rdact_##SFX(int act, VT z, VT a)                                
     return a;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* store 8 lanes at Out[off]: a, times σ' from Zd (when given), plus Tt RZ (when given) */        \
-FB_INLINE void fb_rfin_st_##SFX(int act, const T *Zd, const T *Tt, const T *RZ, T *Out,          \
-                                fb_idx off, VT a)                                                 \
+/* store 8 lanes at Out[off]: a, times σ' from Zd (when given) */                               \
+FB_INLINE void fb_rfin_st_##SFX(int act, const T *Zd, T *Out, fb_idx off, VT a)                   \
 {                                                                                                 \
     if (Zd) a = fb_rdact_##SFX(act, fb_ld_##SFX(Zd + off), a);                                    \
-    if (Tt) a += fb_ld_##SFX(Tt + off) * fb_ld_##SFX(RZ + off);                                   \
     fb_st_##SFX(Out + off, a);                                                                    \
 }                                                                                                 \
                                                                                                   \
 /* Two products of one tile in one pass, for o < n_out, s < nsp:                                 \
  *   Out[o, s] = fin(bias[o] + sum_c (M[o so + c si] R[c, s] + Vm[o so + c si] Z[c, s]))          \
  * (per c: the M term, then the Vm term). Forward (R{a^{l+1}}): M = W_l, Vm = V_l, so = 1,         \
- * si = n_out, R = R{z^l}, Z = z^l, fin = times σ' from Zd = z^{l+1}. Backward (R{δ^l}):           \
- * so = n_out, si = 1, R = R{δ^{l+1}}, Z = δ^{l+1}, bias NULL, fin = σ' from Zd = z^l plus          \
- * Tt RZ = t^l R{z^l}. Zd, Tt (with RZ) and bias may be NULL. 4 outputs x 8 lanes per block. */    \
+ * si = n_out, R = R{z^l}, Z = z^l, fin = times σ' from Zd = z^{l+1}. Backward (R{δ^l} but its     \
+ * σ'' term, fb_rop_addmul's): so = n_out, si = 1, R = R{δ^{l+1}}, Z = δ^{l+1}, bias NULL, fin =    \
+ * times σ' from Zd = z^l. Zd and bias may be NULL. 4 outputs x 8 lanes per block. */             \
 FB_DISPATCH static void fb_rmm_tile_##SFX(const T *M, const T *Vm, fb_idx so, fb_idx si,          \
                                           const T *bias, const T *R, const T *Z, fb_idx n_in,      \
                                           T *Out, fb_idx n_out, fb_idx nsp, fb_idx ld, int act,    \
-                                          const T *Zd, const T *Tt, const T *RZ)                   \
+                                          const T *Zd)                                             \
 {                                                                                                 \
     fb_idx o = 0;                                                                                 \
     for (; o + 4 <= n_out; o += 4) {                                                              \
@@ -72,10 +70,10 @@ FB_DISPATCH static void fb_rmm_tile_##SFX(const T *M, const T *Vm, fb_idx so, fb
                 a2 += m[2 * so] * rc; a2 += v[2 * so] * zc;                                       \
                 a3 += m[3 * so] * rc; a3 += v[3 * so] * zc;                                       \
             }                                                                                     \
-            fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, o * ld + s, a0);                               \
-            fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, (o + 1) * ld + s, a1);                         \
-            fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, (o + 2) * ld + s, a2);                         \
-            fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, (o + 3) * ld + s, a3);                         \
+            fb_rfin_st_##SFX(act, Zd, Out, o * ld + s, a0);                               \
+            fb_rfin_st_##SFX(act, Zd, Out, (o + 1) * ld + s, a1);                         \
+            fb_rfin_st_##SFX(act, Zd, Out, (o + 2) * ld + s, a2);                         \
+            fb_rfin_st_##SFX(act, Zd, Out, (o + 3) * ld + s, a3);                         \
         }                                                                                         \
     }                                                                                             \
     for (; o < n_out; o++) {                                                                      \
@@ -87,7 +85,7 @@ FB_DISPATCH static void fb_rmm_tile_##SFX(const T *M, const T *Vm, fb_idx so, fb
                 a0 += m[0] * fb_ld_##SFX(R + c * ld + s);                                         \
                 a0 += v[0] * fb_ld_##SFX(Z + c * ld + s);                                         \
             }                                                                                     \
-            fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, o * ld + s, a0);                               \
+            fb_rfin_st_##SFX(act, Zd, Out, o * ld + s, a0);                               \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
@@ -236,11 +234,15 @@ FB_DISPATCH static void fb_rop_split_##SFX(int act, const T *Z, T *Dp, T *D, fb_
         }                                                                                         \
 }                                                                                                 \
                                                                                                   \
-/* Out += A B over n units x nsp lanes (the σ'' term after a BLAS product) */                     \
-static void fb_rop_addmul_##SFX(T *Out, const T *A, const T *B, fb_idx n, fb_idx nsp, fb_idx ld)  \
+/* Out += A B over n units x nsp lanes: R{δ^l} += t^l R{z^l}, the σ'' term (a pass of its own, so \
+ * that every kernel path rounds it alike) */                                                     \
+FB_DISPATCH static void fb_rop_addmul_##SFX(T *Out, const T *A, const T *B, fb_idx n, fb_idx nsp, \
+                                            fb_idx ld)                                             \
 {                                                                                                 \
     for (fb_idx j = 0; j < n; j++)                                                                \
-        for (fb_idx s = 0; s < nsp; s++) Out[j * ld + s] += A[j * ld + s] * B[j * ld + s];        \
+        for (fb_idx s = 0; s < nsp; s += FB_LANES)                                                \
+            fb_st_##SFX(Out + j * ld + s, fb_ld_##SFX(Out + j * ld + s)                           \
+                                          + fb_ld_##SFX(A + j * ld + s) * fb_ld_##SFX(B + j * ld + s));\
 }                                                                                                 \
                                                                                                   \
 /* Rows of the output Jacobian for one layer: for each of the ns samples s, row s (at rows +      \
@@ -267,67 +269,62 @@ FB_DISPATCH static void fb_rop_jac_##SFX(const T *Z, fb_idx zc, fb_idx zs, fb_id
 FB_DEFINE_ROP(double, fb_vd, d)
 FB_DEFINE_ROP(float, fb_vf, f)
 
-/* AVX-512 variant of fb_rmm_tile: 8 outputs x 16 lanes per register block (16 accumulators), the
- * rest by fb_rmm_tile: the same sums in the same order, so the same bits */
+/* AVX-512 variant of fb_rmm_tile: register blocks of 8 outputs x 16 lanes (16 accumulators), their
+ * 8-lane tails as 8 x 8, then 4 x 16 and 4 x 8, then single outputs over 32 and 8 lanes; the same
+ * sums in the same order as fb_rmm_tile, so the same bits. FB_RMM_BLOCK(NO, NL): NO outputs from
+ * o, NL vectors of lanes from s (the loops over q and u are unrolled by the compiler). */
+#define FB_RMM_BLOCK(T, VT, SFX, NO, NL)                                                          \
+    do {                                                                                          \
+        VT acc[NO][NL];                                                                           \
+        for (int q = 0; q < NO; q++)                                                              \
+            for (int u = 0; u < NL; u++) acc[q][u] = (VT){0} + (bias ? bias[o + q] : (T)0);       \
+        const T *m = M + o * so, *v = Vm + o * so, *r = R + s, *z = Z + s;                        \
+        for (fb_idx c = 0; c < n_in; c++, m += si, v += si, r += ld, z += ld) {                   \
+            VT rv[NL], zv[NL];                                                                    \
+            for (int u = 0; u < NL; u++) {                                                        \
+                rv[u] = fb_ld_##SFX(r + u * FB_LANES);                                            \
+                zv[u] = fb_ld_##SFX(z + u * FB_LANES);                                            \
+            }                                                                                     \
+            for (int q = 0; q < NO; q++) {                                                        \
+                T mq = m[q * so], vq = v[q * so];                                                 \
+                for (int u = 0; u < NL; u++) {                                                    \
+                    acc[q][u] += mq * rv[u];                                                      \
+                    acc[q][u] += vq * zv[u];                                                      \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int q = 0; q < NO; q++)                                                              \
+            for (int u = 0; u < NL; u++)                                                          \
+                fb_rfin_st_##SFX(act, Zd, Out, (o + q) * ld + s + u * FB_LANES, acc[q][u]);\
+    } while (0)
+
 #define FB_DEFINE_RMM_WIDE(T, VT, SFX)                                                            \
 FB_V4 static void fb_rmm16_##SFX(const T *M, const T *Vm, fb_idx so, fb_idx si, const T *bias,   \
                                  const T *R, const T *Z, fb_idx n_in, T *Out, fb_idx n_out,        \
-                                 fb_idx nsp, fb_idx ld, int act, const T *Zd, const T *Tt,         \
-                                 const T *RZ)                                                      \
+                                 fb_idx nsp, fb_idx ld, int act, const T *Zd)                      \
 {                                                                                                 \
-    fb_idx o = 0, s16 = nsp / (2 * FB_LANES) * (2 * FB_LANES);                                    \
+    fb_idx o = 0, s;                                                                              \
     for (; o + 8 <= n_out; o += 8) {                                                              \
-        T b[8];                                                                                   \
-        for (int q = 0; q < 8; q++) b[q] = bias ? bias[o + q] : 0;                                \
-        const T *mo = M + o * so, *vo = Vm + o * so;                                              \
-        for (fb_idx s = 0; s < s16; s += 2 * FB_LANES) {                                          \
-            VT a0 = (VT){0} + b[0], a1 = (VT){0} + b[1], a2 = (VT){0} + b[2], a3 = (VT){0} + b[3];\
-            VT a4 = (VT){0} + b[4], a5 = (VT){0} + b[5], a6 = (VT){0} + b[6], a7 = (VT){0} + b[7];\
-            VT c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5, c6 = a6, c7 = a7;            \
-            const T *m = mo, *v = vo, *r = R + s, *z = Z + s;                                     \
-            for (fb_idx c = 0; c < n_in; c++, m += si, v += si, r += ld, z += ld) {               \
-                VT r0 = fb_ld_##SFX(r), r1 = fb_ld_##SFX(r + FB_LANES);                           \
-                VT z0 = fb_ld_##SFX(z), z1 = fb_ld_##SFX(z + FB_LANES);                           \
-                a0 += m[0] * r0; c0 += m[0] * r1; a0 += v[0] * z0; c0 += v[0] * z1;              \
-                a1 += m[so] * r0; c1 += m[so] * r1; a1 += v[so] * z0; c1 += v[so] * z1;          \
-                a2 += m[2 * so] * r0; c2 += m[2 * so] * r1;                                       \
-                a2 += v[2 * so] * z0; c2 += v[2 * so] * z1;                                       \
-                a3 += m[3 * so] * r0; c3 += m[3 * so] * r1;                                       \
-                a3 += v[3 * so] * z0; c3 += v[3 * so] * z1;                                       \
-                a4 += m[4 * so] * r0; c4 += m[4 * so] * r1;                                       \
-                a4 += v[4 * so] * z0; c4 += v[4 * so] * z1;                                       \
-                a5 += m[5 * so] * r0; c5 += m[5 * so] * r1;                                       \
-                a5 += v[5 * so] * z0; c5 += v[5 * so] * z1;                                       \
-                a6 += m[6 * so] * r0; c6 += m[6 * so] * r1;                                       \
-                a6 += v[6 * so] * z0; c6 += v[6 * so] * z1;                                       \
-                a7 += m[7 * so] * r0; c7 += m[7 * so] * r1;                                       \
-                a7 += v[7 * so] * z0; c7 += v[7 * so] * z1;                                       \
-            }                                                                                     \
-            VT av[8] = {a0, a1, a2, a3, a4, a5, a6, a7}, cv[8] = {c0, c1, c2, c3, c4, c5, c6, c7};\
-            for (int q = 0; q < 8; q++) {                                                         \
-                fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, (o + q) * ld + s, av[q]);                  \
-                fb_rfin_st_##SFX(act, Zd, Tt, RZ, Out, (o + q) * ld + s + FB_LANES, cv[q]);       \
-            }                                                                                     \
-        }                                                                                         \
-        if (s16 < nsp) /* the last 8 lanes of these 8 outputs */                                  \
-            fb_rmm_tile_##SFX(mo, vo, so, si, bias ? bias + o : bias, R + s16, Z + s16, n_in,     \
-                              Out + o * ld + s16, 8, nsp - s16, ld, act,                          \
-                              Zd ? Zd + o * ld + s16 : Zd, Tt ? Tt + o * ld + s16 : Tt,           \
-                              RZ ? RZ + o * ld + s16 : RZ);                                       \
+        for (s = 0; s + 2 * FB_LANES <= nsp; s += 2 * FB_LANES) FB_RMM_BLOCK(T, VT, SFX, 8, 2);  \
+        if (s < nsp) FB_RMM_BLOCK(T, VT, SFX, 8, 1);                                              \
     }                                                                                             \
-    if (o < n_out)                                                                                \
-        fb_rmm_tile_##SFX(M + o * so, Vm + o * so, so, si, bias ? bias + o : bias, R, Z, n_in,    \
-                          Out + o * ld, n_out - o, nsp, ld, act, Zd ? Zd + o * ld : Zd,           \
-                          Tt ? Tt + o * ld : Tt, RZ ? RZ + o * ld : RZ);                          \
+    for (; o + 4 <= n_out; o += 4) {                                                              \
+        for (s = 0; s + 2 * FB_LANES <= nsp; s += 2 * FB_LANES) FB_RMM_BLOCK(T, VT, SFX, 4, 2);  \
+        if (s < nsp) FB_RMM_BLOCK(T, VT, SFX, 4, 1);                                              \
+    }                                                                                             \
+    for (; o < n_out; o++) {                                                                      \
+        for (s = 0; s + 4 * FB_LANES <= nsp; s += 4 * FB_LANES) FB_RMM_BLOCK(T, VT, SFX, 1, 4);  \
+        for (; s < nsp; s += FB_LANES) FB_RMM_BLOCK(T, VT, SFX, 1, 1);                            \
+    }                                                                                             \
 }                                                                                                 \
                                                                                                   \
 static void fb_rmm_##SFX(int wide, const T *M, const T *Vm, fb_idx so, fb_idx si, const T *bias,  \
                          const T *R, const T *Z, fb_idx n_in, T *Out, fb_idx n_out, fb_idx nsp,    \
-                         fb_idx ld, int act, const T *Zd, const T *Tt, const T *RZ)                \
+                         fb_idx ld, int act, const T *Zd)                                          \
 {                                                                                                 \
     if (FB_WIDE && wide)                                                                          \
-        fb_rmm16_##SFX(M, Vm, so, si, bias, R, Z, n_in, Out, n_out, nsp, ld, act, Zd, Tt, RZ);    \
-    else fb_rmm_tile_##SFX(M, Vm, so, si, bias, R, Z, n_in, Out, n_out, nsp, ld, act, Zd, Tt, RZ);\
+        fb_rmm16_##SFX(M, Vm, so, si, bias, R, Z, n_in, Out, n_out, nsp, ld, act, Zd);            \
+    else fb_rmm_tile_##SFX(M, Vm, so, si, bias, R, Z, n_in, Out, n_out, nsp, ld, act, Zd);        \
 }
 
 FB_DEFINE_RMM_WIDE(double, fb_vd, d)

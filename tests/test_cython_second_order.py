@@ -148,23 +148,27 @@ def test_float32_matches_float64(path, activation, output):
         assert rel_err(f.residuals_jacobian(W), ref.residuals_jacobian(W)) < RTOL32
 
 
-def test_avx512_blocks_and_portable_blocks_give_the_same_bits():
-    """fb_rmm's 8 x 16 register blocks (with their 8-lane and single-output leftovers) sum in the
-    order of the portable 4 x 8 blocks."""
+@pytest.mark.parametrize("activation", ["tanh", "logistic", "relu"])
+@pytest.mark.parametrize("sizes,tile", [((7, 45, 36, 2), 72), ((2, 10, 10, 10, 10, 1), None)])
+def test_avx512_blocks_and_portable_blocks_give_the_same_bits(sizes, tile, activation):
+    """fb_rmm's and fb_rgrad's AVX-512 register blocks (with their 8-lane and few-output
+    leftovers: 45 = 5 x 8 + 4 + 1 outputs, 36 = 4 x 8 + 4, 10 = 8 + 2; 72 lanes = 4 x 16 + 8) sum
+    in the order of the portable blocks, and the σ'' term is added alike on both paths."""
     from fastbp.backends import _cython_kernels as ck
     from fastbp.backends.cython_backend import plan_for
 
-    sizes = (7, 45, 36, 2)  # 45: 5 x 8 + 4 + 1 outputs; 36: 4 x 8 + 4
-    f, W = bound(sizes, "tanh", "softmax", "numpy")
+    output = "softmax" if sizes[-1] > 1 else "logistic"
+    f, W = bound(sizes, activation, output, "numpy")
     V = np.random.default_rng(2).standard_normal((4, W.size))
     L = f.network.layout
     got = {}
     for wide in (True, False):
         args = plan_for(L, 2)
-        args.update(tile=72, blas_min=10**9)  # 72 lanes: 4 x 16 + 8
+        args.update(blas_min=10**9, **({"tile": tile} if tile else {}))
         kernel = ck.make_kernel(L.layer_sizes, L.activation_code, L.output_code, False, 2, wide=wide, **args)
-        got[wide] = [kernel.hessp_block(W, V, f.X, f.T, f.sample_weight, f.scale, 0.0),
-                     kernel.hessp(W, V[0], f.X, f.T, f.sample_weight, f.scale, 0.0)]
+        data = (f.X, f.T, f.sample_weight, f.scale, 0.0)
+        got[wide] = [kernel.hessp_block(W, V, *data), kernel.hessp(W, V[0], *data),
+                     kernel.gauss_newton_product(W, V[0], *data)]
     for a, b in zip(got[True], got[False]):
         np.testing.assert_array_equal(a, b)
     assert rel_err(got[True][0], f._kernel.hessp_block(W, V, f.X, f.T, f.sample_weight, f.scale, 0.0)) < RTOL64
