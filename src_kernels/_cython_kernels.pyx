@@ -20,6 +20,11 @@ the tile; the others through the register-blocked loops of ``fb_simd.h`` (AVX-51
 the CPU has them; the weight gradient of wide-output layers accumulated sample-major). The
 scratch is allocated once per kernel and kept; nothing scales with the number of samples
 except the loops.
+
+Second order (Hessian-vector and Gauss-Newton products, for one direction or a block of them,
+and the output Jacobian: the ``hessp``... methods of :class:`CythonKernel`) is Pearlmutter's
+R-operator on the same plan, tiles and threads: ``_rop.pxi`` (included at the end) drives it,
+``fb_rop.h`` holds its tile loops.
 """
 
 cimport cython

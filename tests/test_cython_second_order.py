@@ -243,3 +243,34 @@ def test_second_order_flushes_subnormals_on_every_thread(ck, n_threads):
     assert not ck.flushing_now()  # and the caller's mode put back
     ck.set_flush_subnormals(False)
     assert products() == [SUBNORMAL] * 4 + [SUBNORMAL / 64]  # IEEE 754 arithmetic when switched off
+
+
+def test_blas_networks_hold_blas_to_one_thread_in_every_second_order_method(monkeypatch):
+    """A network with BLAS layers runs each second-order method, like the gradient, with the BLAS
+    libraries held to one thread and puts their setting back (SerialBlasKernel)."""
+    from fastbp.backends import cython_backend
+
+    if not cython_backend.BACKEND.have_threads:
+        pytest.skip("single-threaded build: BLAS keeps its own threads")
+
+    class Controller:  # stands for threadpoolctl's, recording what the kernel sets
+        num_threads = 4
+
+        def __init__(self):
+            self.calls = []
+
+        def set_num_threads(self, n):
+            self.calls.append(n)
+
+    monkeypatch.setattr(cython_backend, "BLAS_MIN_WEIGHTS", 1)
+    f, W = bound((3, 4, 2), "tanh", "identity", "cython", n_threads=2)
+    assert isinstance(f._kernel, cython_backend.SerialBlasKernel)
+    controller = Controller()
+    f._kernel._controllers = (controller,)
+    V = np.ones(W.size)
+    for call in (lambda: f.hessp(W, V), lambda: f.gauss_newton_product(W, V), lambda: f.hess(W),
+                 lambda: f.residuals_jacobian(W),
+                 lambda: f._kernel.gauss_newton_block(W, V[None], f.X, f.T, None, f.scale, 0.0)):
+        controller.calls.clear()
+        call()
+        assert controller.calls == [1, 4]

@@ -10,6 +10,11 @@ given ``n_threads``). The widest layers multiply their tiles through BLAS
 register-blocked loops that gcc vectorizes, with run-time instruction-set dispatch (AVX-512
 blocks where the CPU has them). See ``src_kernels/_cython_kernels.pyx`` for the algorithm.
 
+The kernel also has the second-order methods of the protocol (``hessp``, ``hessp_block``,
+``gauss_newton_product``, ``gauss_newton_block``, ``output_jacobian``, ``max_directions``):
+Pearlmutter's R-operator on the same tiles, threads and BLAS layers (``src_kernels/_rop.pxi``,
+``src_kernels/fb_rop.h``), each block of directions carried through one pass over the samples.
+
 If the extension was not compiled (installed where no C compiler worked, or a source checkout
 used without ``pip install``), importing this module raises ImportError, so ``"cython"`` is
 missing from :func:`fastbp.available_backends` and asking for it says why: the install records
@@ -128,7 +133,8 @@ class SerialBlasKernel:
     be slow there. So every BLAS call of the kernel runs on a kernel thread, one call at a time:
     the limit is set before and restored after each call (a few microseconds, against calls of
     milliseconds), as ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide
-    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.)
+    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.) The
+    second-order methods are held alike.
     """
 
     def __init__(self, kernel):
