@@ -21,7 +21,9 @@ import numpy as np
 
 from .numba_kernels import pool_threads as P
 from .numba_kernels.driver import run
+from .numba_kernels.epoch import run_epoch as _run_epoch
 from .numba_kernels.meta import OUT_BLOCK, PAD, make_meta
+from .numba_kernels.optimizers import ADAM, SGD
 from .numba_kernels.pool import CTL_LEN, JOB_LEN, MAX_BLOCKS, MAX_SLOTS
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
@@ -45,6 +47,7 @@ _ROWS_BUDGET = 1 << 21
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
 _CTL_NONE = np.zeros(CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
+_NO_ORDER = np.zeros(0, dtype=np.int64)  # an epoch's samples in order
 _ROWS = np.empty(0, dtype=np.int8)
 
 
@@ -111,6 +114,8 @@ class NumbaKernel:
         self._n_blocks_of = {}
         self._rows = _ROWS if self.uses_blas else None  # selects the sample-major block kernel
         self._pool = P.get_pool(layout.dtype) if self._max_blocks > 1 else None
+        self._epoch_pool = P.get_pool(layout.dtype, P.EpochPool) if self._max_blocks > 1 else None
+        self._batches = {}  # (n, batch_size) -> blocks of a full and of the last batch, batch buffers
 
     def _allocate(self):
         """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
@@ -163,6 +168,97 @@ class NumbaKernel:
             if locked:
                 self._lock.release()
         return float(loss), grad
+
+
+    def _batch_plan(self, n, batch_size, weighted):
+        """Blocks of a full batch and of the last one, and the batch buffers (Xb, Tb, swb) of an
+        epoch over n samples."""
+        key = (n, batch_size, weighted)
+        plan = self._batches.get(key)
+        if plan is None:
+            rows = min(batch_size, n)
+            last = n % batch_size or rows
+            dt = self.layout.dtype
+            plan = (
+                self.n_blocks(rows),
+                self.n_blocks(last),
+                np.zeros((rows, self.layout.layer_sizes[0]), dtype=dt),
+                np.zeros((rows, self.layout.layer_sizes[-1]), dtype=dt),
+                np.zeros(rows if weighted else 0, dtype=np.float64),
+            )
+            if len(self._batches) > 8:  # a few batch sizes per kernel, not one per call
+                self._batches.clear()
+            self._batches[key] = plan
+        return plan
+
+    def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """One epoch of minibatch training in one compiled call (:func:`.numba_kernels.epoch.run_epoch`);
+        the protocol is in :mod:`fastbp.backends`."""
+        dt = self.layout.dtype
+        n = X.shape[0]
+        if not (W.dtype == dt and W.ndim == 1 and W.shape[0] == self.layout.n_params and W.flags.c_contiguous
+                and W.flags.writeable):
+            raise ValueError(f"W must be a writable C-contiguous {dt} vector of length {self.layout.n_params}")
+        if order is None:
+            order = _NO_ORDER
+        elif not (order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous):
+            raise ValueError(f"order must be None or a C-contiguous int64 array of shape ({n},)")
+        elif not order.flags.writeable:
+            order = order.copy()
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+        if optimizer.kind == "adam":
+            kind, S1, S2 = ADAM, optimizer.m, optimizer.v
+            lr, mu, nesterov, t = float(optimizer.learning_rate_init), 0.0, False, int(optimizer.t)
+            b1, b2, eps = float(optimizer.beta_1), float(optimizer.beta_2), float(optimizer.epsilon)
+        else:
+            kind, S1 = SGD, optimizer.velocity
+            S2 = S1
+            lr, mu, nesterov, t = float(optimizer.learning_rate), float(optimizer.momentum), bool(optimizer.nesterov), 0
+            b1 = b2 = eps = 0.0
+        for S in (S1, S2):
+            if not (S.dtype == dt and S.shape == W.shape and S.flags.c_contiguous and S.flags.writeable):
+                raise ValueError(f"the optimizer's state must be writable {dt} vectors of W's length")
+        sizes = self.layout.layer_sizes
+        if not (X.dtype == dt and X.ndim == 2 and X.shape[1] == sizes[0] and X.flags.c_contiguous
+                and T.dtype == dt and T.shape == (n, sizes[-1]) and T.flags.c_contiguous):
+            raise ValueError(f"X and T must be C-contiguous {dt} arrays of shapes (n, {sizes[0]}), (n, {sizes[-1]})")
+        if sample_weight is not None and not (sample_weight.dtype == np.float64 and sample_weight.shape == (n,)
+                                              and sample_weight.flags.c_contiguous):
+            raise ValueError(f"sample_weight must be None or a C-contiguous float64 array of shape ({n},)")
+        if X.flags.writeable:
+            X = _readonly(X)
+        if T.flags.writeable:
+            T = _readonly(T)
+        sw = _EMPTY if sample_weight is None else _readonly(sample_weight)
+        blocks_full, blocks_last, Xb, Tb, swb = self._batch_plan(n, batch_size, sample_weight is not None)
+        locked = self._lock.acquire(blocking=False)
+        try:
+            zd, ws, gbuf, _, job = self._scratch if locked else self._allocate()
+            n_slots = min(self.n_threads, max(blocks_full, blocks_last))
+            if not locked:  # a concurrent epoch on this kernel: its own batch buffers too
+                Xb, Tb, swb = Xb.copy(), Tb.copy(), swb.copy()
+            pool = None
+            if n_slots > 1:
+                pool = self._epoch_pool
+                if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
+                    pool, n_slots = None, 1
+            try:
+                total, t, rate = _run_epoch(
+                    W, X, T, sw, order, batch_size, float(alpha), kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
+                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots,
+                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
+            finally:
+                if pool is not None:
+                    pool.release()
+        finally:
+            if locked:
+                self._lock.release()
+        if kind == ADAM and t != optimizer.t:  # (no step taken: the last rate stays)
+            optimizer.t = t
+            optimizer.learning_rate = rate
+        return total
 
 
 class NumbaBackend:

@@ -36,6 +36,7 @@ import threading
 import numpy as np
 
 from .driver import run
+from .epoch import run_epoch
 from .pool import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
 
 
@@ -104,6 +105,19 @@ class Pool:
                 self.sleepers -= 1
 
 
+class EpochPool(Pool):
+    """The workers of :func:`.epoch.run_epoch`: its own pool, whose threads live in that entry
+    point's compiled code, so a fit by epochs compiles (or loads) one entry point per dtype, never
+    :func:`.driver.run` too. Same algorithm, same control words, its own threads (asleep unless
+    epochs run). Use :func:`get_pool` with ``kind=EpochPool``."""
+
+    def _serve_once(self, slot, spin_cycles):
+        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
+        order, S = np.zeros(0, dtype=np.int64), Wc
+        return run_epoch(Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, S, S, meta, zd, ws,
+                         gbuf, zd, zd, np.zeros(0), spin_cycles, 1, 0, self.ctl, job, slot, None)[0]
+
+
 def placeholders(dtype):
     """Empty arrays of the types a call passes to :func:`run` (W, X, T, sw, meta, zd, ws, gbuf,
     Wc, job): the backend passes X, T, sw and meta read-only and the rest writable."""
@@ -130,13 +144,14 @@ _POOLS = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(dtype):
-    """The process's pool for ``dtype`` (created on first use)."""
-    key = np.dtype(dtype).str
+def get_pool(dtype, kind=Pool):
+    """The process's pool of class ``kind`` (:class:`Pool`, :class:`EpochPool`) for ``dtype``
+    (created on first use)."""
+    key = (kind, np.dtype(dtype).str)
     pool = _POOLS.get(key)
     if pool is None:
         with _POOLS_LOCK:
-            pool = _POOLS.setdefault(key, Pool(dtype))
+            pool = _POOLS.setdefault(key, kind(dtype))
     return pool
 
 

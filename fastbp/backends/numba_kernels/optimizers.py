@@ -1,0 +1,113 @@
+"""The optimizers' update rules, compiled: one minibatch step of SGD (momentum, Nesterov) or Adam.
+
+What :meth:`fastbp.optimizers.SGDOptimizer.step` and :meth:`~fastbp.optimizers.AdamOptimizer.step`
+do with NumPy, element by element and rounding for rounding, fused with the end of the batch's
+gradient: the blocks' float64 rows are reduced in block order, scaled, the L2 term added (as
+:func:`.backprop._epilogue` does), and the result is rounded to the weights' dtype ``dt`` and
+stepped, in place on ``W`` and the optimizer's state (same length and dtype as ``W``):
+
+* SGD (``η`` the learning rate, ``μ`` the momentum, both rounded to ``dt`` as NumPy rounds a
+  Python float against a ``dt`` array): ``u = μ v − η g``; ``v ← u``; Nesterov: ``u = μ v − η g``;
+  ``W ← W + u``, every operation in ``dt``.
+* Adam: ``m ← β₁ m + (1 − β₁) g``, ``v ← β₂ v + (1 − β₂) g²`` in ``dt``; then
+  ``W ← W + (−η_t m) / (√v + ε)`` with ``η_t`` a float64 scalar, so (as in NumPy) the quotient is
+  computed in float64 and the sum rounded to ``dt``. ``η_t = η₀ √(1 − β₂ᵗ) / (1 − β₁ᵗ)`` comes
+  from :func:`adam_rate`, with the powers taken by ``pow`` as Python takes them.
+
+No fast-math here: every product and sum is rounded on its own, as NumPy's are, so a float64
+epoch follows the reference epoch (:func:`fastbp.backends.stochastic.reference_epoch`) to the bit
+wherever the gradient does. Everything is inlined into the epoch's entry point (:mod:`.epoch`).
+"""
+
+import numpy as np
+from numba import njit
+
+from .jit import _INLINE
+from .meta import H_NCOEF, H_NPARAMS
+
+#: optimizer kinds, as :func:`.epoch.run_epoch` takes them
+SGD, ADAM = 0, 1
+
+
+@njit(**_INLINE)
+def adam_rate(lr_init, beta_1, beta_2, t):
+    """η_t = η₀ √(1 − β₂ᵗ) / (1 − β₁ᵗ) after ``t`` steps, as Python computes it (``float ** int``
+    is C's ``pow``; Numba's own integer power multiplies, which rounds differently)."""
+    tf = np.float64(t)
+    return lr_init * np.sqrt(1.0 - beta_2**tf) / (1.0 - beta_1**tf)
+
+
+@njit(**_INLINE)
+def _reduce_blocks(gbuf, n_blocks, p):
+    """Σ_c gbuf[c, p] in block order (the order of :func:`.backprop._epilogue`)."""
+    acc = gbuf[0, p]
+    for c in range(1, n_blocks):
+        acc += gbuf[c, p]
+    return acc
+
+
+@njit(**_INLINE)
+def batch_loss(W, gbuf, n_blocks, meta, scale, l2):
+    """The batch's loss ``scale Σ s_n ℓ_n + l2 Σ_coef W²`` at the weights before the step, summed
+    as :func:`.backprop._epilogue` sums it."""
+    n_params = meta[H_NPARAMS]
+    n_coef = meta[H_NCOEF]
+    data = _reduce_blocks(gbuf, n_blocks, n_params)
+    penalty = 0.0
+    for p in range(n_coef):
+        w = np.float64(W[p])
+        penalty += w * w
+    return scale * data + l2 * penalty
+
+
+@njit(**_INLINE)
+def sgd_step(W, gbuf, n_blocks, meta, scale, l2, lr, momentum, nesterov, V):
+    """Gradient of the batch (blocks reduced, scaled, L2 added), then SGD's step on W and V."""
+    n_params = meta[H_NPARAMS]
+    n_coef = meta[H_NCOEF]
+    dt = W.dtype
+    eta = dt.type(lr)
+    mu = dt.type(momentum)
+    two_l2 = 2.0 * l2
+    for p in range(n_params):
+        g = scale * _reduce_blocks(gbuf, n_blocks, p)
+        if p < n_coef:
+            g += two_l2 * np.float64(W[p])
+        gd = dt.type(g)
+        lg = eta * gd
+        v = mu * V[p]
+        v = v - lg
+        V[p] = v
+        if nesterov:
+            W[p] = W[p] + (mu * v - lg)
+        else:
+            W[p] = W[p] + v
+
+
+@njit(**_INLINE)
+def adam_step(W, gbuf, n_blocks, meta, scale, l2, rate, beta_1, beta_2, epsilon, M, V):
+    """Gradient of the batch (blocks reduced, scaled, L2 added), then Adam's step with the
+    bias-corrected rate ``rate`` (:func:`adam_rate` of the new step count) on W, M and V."""
+    n_params = meta[H_NPARAMS]
+    n_coef = meta[H_NCOEF]
+    dt = W.dtype
+    b1 = dt.type(beta_1)
+    b2 = dt.type(beta_2)
+    c1 = dt.type(1.0 - beta_1)
+    c2 = dt.type(1.0 - beta_2)
+    eps = dt.type(epsilon)
+    neg_rate = -rate
+    two_l2 = 2.0 * l2
+    for p in range(n_params):
+        g = scale * _reduce_blocks(gbuf, n_blocks, p)
+        if p < n_coef:
+            g += two_l2 * np.float64(W[p])
+        gd = dt.type(g)
+        m = b1 * M[p]
+        m = m + c1 * gd
+        M[p] = m
+        v = b2 * V[p]
+        v = v + c2 * (gd * gd)
+        V[p] = v
+        u = (neg_rate * np.float64(m)) / np.float64(np.sqrt(v) + eps)
+        W[p] = dt.type(np.float64(W[p]) + u)
