@@ -33,7 +33,7 @@ from numba import njit
 
 from .backprop import _chunk_rows, _chunk_units
 from .jit import _JIT
-from .optimizers import ADAM, adam_rate, adam_step, batch_loss, sgd_step
+from .optimizers import ADAM, adam_rate, adam_step, batch_gradient, sgd_step
 from .pool import (
     C_DONE,
     C_JOB,
@@ -198,12 +198,13 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
         else:
             for b in range(n_blocks):
                 _run_block(job, b, 0, marker, _chunk_rows)
-        total += batch_loss(W, gbuf, n_blocks, meta, scale, l2) * nb
+        total += batch_gradient(W, gbuf, n_blocks, meta, scale, l2) * nb
         # the step, in place
+        g = gbuf[0]
         if kind == ADAM:
             t += 1
             rate = adam_rate(lr, beta_1, beta_2, t)
-            adam_step(W, gbuf, n_blocks, meta, scale, l2, rate, beta_1, beta_2, epsilon, S1, S2)
+            adam_step(W, g, rate, beta_1, beta_2, epsilon, S1, S2)
         else:
-            sgd_step(W, gbuf, n_blocks, meta, scale, l2, lr, momentum, nesterov, S1)
+            sgd_step(W, g, lr, momentum, nesterov, S1)
     return total, t, rate

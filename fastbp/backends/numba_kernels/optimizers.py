@@ -38,42 +38,42 @@ def adam_rate(lr_init, beta_1, beta_2, t):
 
 
 @njit(**_INLINE)
-def _reduce_blocks(gbuf, n_blocks, p):
-    """Σ_c gbuf[c, p] in block order (the order of :func:`.backprop._epilogue`)."""
-    acc = gbuf[0, p]
-    for c in range(1, n_blocks):
-        acc += gbuf[c, p]
-    return acc
+def batch_gradient(W, gbuf, n_blocks, meta, scale, l2):
+    """The batch's gradient into ``gbuf[0, :n_params]`` and its loss, returned.
 
-
-@njit(**_INLINE)
-def batch_loss(W, gbuf, n_blocks, meta, scale, l2):
-    """The batch's loss ``scale Σ s_n ℓ_n + l2 Σ_coef W²`` at the weights before the step, summed
-    as :func:`.backprop._epilogue` sums it."""
+    The blocks' rows are added into row 0 in block order (the sums of
+    :func:`.backprop._epilogue`), then ``g = scale · Σ + 2 l2 W`` (coefficients) or
+    ``scale · Σ`` (intercepts); the loss is ``scale Σ s_n ℓ_n + l2 Σ_coef W²`` at the weights
+    before the step. Each loop is a plain pass over the parameters (no loop inside), which LLVM
+    can vectorize."""
     n_params = meta[H_NPARAMS]
     n_coef = meta[H_NCOEF]
-    data = _reduce_blocks(gbuf, n_blocks, n_params)
+    g = gbuf[0]
+    for c in range(1, n_blocks):
+        gc = gbuf[c]
+        for p in range(n_params + 1):
+            g[p] += gc[p]
     penalty = 0.0
     for p in range(n_coef):
         w = np.float64(W[p])
         penalty += w * w
-    return scale * data + l2 * penalty
+    two_l2 = 2.0 * l2
+    for p in range(n_coef):
+        g[p] = scale * g[p] + two_l2 * np.float64(W[p])
+    for p in range(n_coef, n_params):
+        g[p] = scale * g[p]
+    return scale * g[n_params] + l2 * penalty
 
 
 @njit(**_INLINE)
-def sgd_step(W, gbuf, n_blocks, meta, scale, l2, lr, momentum, nesterov, V):
-    """Gradient of the batch (blocks reduced, scaled, L2 added), then SGD's step on W and V."""
-    n_params = meta[H_NPARAMS]
-    n_coef = meta[H_NCOEF]
+def sgd_step(W, g, lr, momentum, nesterov, V):
+    """SGD's step on W and the velocity V with the batch's gradient g (float64, rounded to W's
+    dtype first)."""
     dt = W.dtype
     eta = dt.type(lr)
     mu = dt.type(momentum)
-    two_l2 = 2.0 * l2
-    for p in range(n_params):
-        g = scale * _reduce_blocks(gbuf, n_blocks, p)
-        if p < n_coef:
-            g += two_l2 * np.float64(W[p])
-        gd = dt.type(g)
+    for p in range(W.shape[0]):
+        gd = dt.type(g[p])
         lg = eta * gd
         v = mu * V[p]
         v = v - lg
@@ -85,11 +85,9 @@ def sgd_step(W, gbuf, n_blocks, meta, scale, l2, lr, momentum, nesterov, V):
 
 
 @njit(**_INLINE)
-def adam_step(W, gbuf, n_blocks, meta, scale, l2, rate, beta_1, beta_2, epsilon, M, V):
-    """Gradient of the batch (blocks reduced, scaled, L2 added), then Adam's step with the
-    bias-corrected rate ``rate`` (:func:`adam_rate` of the new step count) on W, M and V."""
-    n_params = meta[H_NPARAMS]
-    n_coef = meta[H_NCOEF]
+def adam_step(W, g, rate, beta_1, beta_2, epsilon, M, V):
+    """Adam's step on W and the moments M, V with the batch's gradient g (float64, rounded to W's
+    dtype first) and the bias-corrected rate ``rate`` (:func:`adam_rate` of the new step count)."""
     dt = W.dtype
     b1 = dt.type(beta_1)
     b2 = dt.type(beta_2)
@@ -97,12 +95,8 @@ def adam_step(W, gbuf, n_blocks, meta, scale, l2, rate, beta_1, beta_2, epsilon,
     c2 = dt.type(1.0 - beta_2)
     eps = dt.type(epsilon)
     neg_rate = -rate
-    two_l2 = 2.0 * l2
-    for p in range(n_params):
-        g = scale * _reduce_blocks(gbuf, n_blocks, p)
-        if p < n_coef:
-            g += two_l2 * np.float64(W[p])
-        gd = dt.type(g)
+    for p in range(W.shape[0]):
+        gd = dt.type(g[p])
         m = b1 * M[p]
         m = m + c1 * gd
         M[p] = m
