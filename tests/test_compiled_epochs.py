@@ -15,9 +15,9 @@ and bad input.
 
 import numpy as np
 import pytest
-from conftest import WIDE_PATHS, backend_params, force_wide_path, make_problem
 
 import fastbp
+from conftest import WIDE_PATHS, backend_params, force_wide_path, make_problem
 from fastbp.backends import stochastic
 from fastbp.optimizers import AdamOptimizer, SGDOptimizer
 
