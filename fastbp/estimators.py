@@ -144,6 +144,15 @@ def _shuffle_in_place(sample_idx, random_state):
     random_state.shuffle(sample_idx)
 
 
+def _readonly(a):
+    """A read-only view of ``a`` (``a`` itself if it is read-only already)."""
+    if not a.flags.writeable:
+        return a
+    a = a.view()
+    a.setflags(write=False)
+    return a
+
+
 class _FastbpMixin:
     """The solver steps on fastbp's kernels; placed before scikit-learn's class in the MRO."""
 
@@ -394,8 +403,10 @@ class _FastbpMixin:
             X_val = y_val = sw_val = None
 
         layout = net.layout
-        X_fit = check_X(X_train, layout)
-        T_fit = check_targets(y_train, layout, X_fit.shape[0])
+        # read-only views, made once: a kernel that wants them so (numba) need not make them per epoch
+        X_fit = _readonly(check_X(X_train, layout))
+        T_fit = _readonly(check_targets(y_train, layout, X_fit.shape[0]))
+        sw_train = None if sw_train is None else _readonly(sw_train)
         n_samples = X_fit.shape[0]
         sample_idx = np.arange(n_samples, dtype=np.int64)  # shuffled in place each epoch
 

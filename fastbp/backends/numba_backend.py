@@ -48,6 +48,7 @@ _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
 _CTL_NONE = np.zeros(CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
 _NO_ORDER = np.zeros(0, dtype=np.int64)  # an epoch's samples in order
+_INT64, _FLOAT64 = np.dtype(np.int64), np.dtype(np.float64)  # (comparing with np.int64 converts it each time)
 _ROWS = np.empty(0, dtype=np.int8)
 
 
@@ -115,7 +116,9 @@ class NumbaKernel:
         self._rows = _ROWS if self.uses_blas else None  # selects the sample-major block kernel
         self._pool = P.get_pool(layout.dtype) if self._max_blocks > 1 else None
         self._epoch_pool = P.get_pool(layout.dtype, P.EpochPool) if self._max_blocks > 1 else None
-        self._batches = {}  # (n, batch_size) -> blocks of a full and of the last batch, batch buffers
+        self._batches = {}  # (n, batch_size, weighted) -> what an epoch needs: see _batch_plan
+        self._dtype = layout.dtype
+        self._w_shape = (layout.n_params,)
 
     def _allocate(self):
         """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
@@ -171,43 +174,45 @@ class NumbaKernel:
 
 
     def _batch_plan(self, n, batch_size, weighted):
-        """Blocks of a full batch and of the last one, and the batch buffers (Xb, Tb, swb) of an
-        epoch over n samples."""
-        key = (n, batch_size, weighted)
-        plan = self._batches.get(key)
-        if plan is None:
-            rows = min(batch_size, n)
-            last = n % batch_size or rows
-            dt = self.layout.dtype
-            plan = (
-                self.n_blocks(rows),
-                self.n_blocks(last),
-                np.zeros((rows, self.layout.layer_sizes[0]), dtype=dt),
-                np.zeros((rows, self.layout.layer_sizes[-1]), dtype=dt),
-                np.zeros(rows if weighted else 0, dtype=np.float64),
-            )
-            if len(self._batches) > 8:  # a few batch sizes per kernel, not one per call
-                self._batches.clear()
-            self._batches[key] = plan
+        """What an epoch over n samples in batches of ``batch_size`` needs besides the data, made
+        once per (n, batch size, weighted): the blocks of a full batch and of the last one (as a
+        kernel call on such a batch splits it), the batch buffers (Xb, Tb, swb: one batch of
+        gathered rows), and the shapes of X, T and a weight or order vector."""
+        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = int(batch_size)
+        rows = min(batch_size, n)
+        last = n % batch_size or rows
+        dt, sizes = self.layout.dtype, self.layout.layer_sizes
+        plan = (
+            self.n_blocks(rows),
+            self.n_blocks(last),
+            np.zeros((rows, sizes[0]), dtype=dt),
+            np.zeros((rows, sizes[-1]), dtype=dt),
+            np.zeros(rows if weighted else 0, dtype=np.float64),
+            (n, sizes[0]),
+            (n, sizes[-1]),
+            (n,),
+        )
+        if len(self._batches) > 8:  # a few batch sizes per kernel, not one per call
+            self._batches.clear()
+        self._batches[(n, batch_size, weighted)] = plan
         return plan
 
     def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
         """One epoch of minibatch training in one compiled call (:func:`.numba_kernels.epoch.run_epoch`);
-        the protocol is in :mod:`fastbp.backends`."""
-        dt = self.layout.dtype
+        the protocol is in :mod:`fastbp.backends`. The arrays are checked (cheaply: this runs once
+        an epoch, and the lab's epochs are one batch of tens of microseconds)."""
+        dt = self._dtype
         n = X.shape[0]
-        if not (W.dtype == dt and W.ndim == 1 and W.shape[0] == self.layout.n_params and W.flags.c_contiguous
-                and W.flags.writeable):
-            raise ValueError(f"W must be a writable C-contiguous {dt} vector of length {self.layout.n_params}")
-        if order is None:
-            order = _NO_ORDER
-        elif not (order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous):
-            raise ValueError(f"order must be None or a C-contiguous int64 array of shape ({n},)")
-        elif not order.flags.writeable:
-            order = order.copy()
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+        weighted = sample_weight is not None
+        plan = self._batches.get((n, batch_size, weighted))
+        if plan is None:
+            plan = self._batch_plan(n, batch_size, weighted)
+        blocks_full, blocks_last, Xb, Tb, swb, x_shape, t_shape, n_shape = plan
+        f = W.flags
+        if not (W.dtype == dt and W.shape == self._w_shape and f.c_contiguous and f.writeable):
+            raise ValueError(f"W must be a writable C-contiguous {dt} vector of length {self._w_shape[0]}")
         if optimizer.kind == "adam":
             kind, S1, S2 = ADAM, optimizer.m, optimizer.v
             lr, mu, nesterov, t = float(optimizer.learning_rate_init), 0.0, False, int(optimizer.t)
@@ -218,27 +223,38 @@ class NumbaKernel:
             lr, mu, nesterov, t = float(optimizer.learning_rate), float(optimizer.momentum), bool(optimizer.nesterov), 0
             b1 = b2 = eps = 0.0
         for S in (S1, S2):
-            if not (S.dtype == dt and S.shape == W.shape and S.flags.c_contiguous and S.flags.writeable):
-                raise ValueError(f"the optimizer's state must be writable {dt} vectors of W's length")
-        sizes = self.layout.layer_sizes
-        if not (X.dtype == dt and X.ndim == 2 and X.shape[1] == sizes[0] and X.flags.c_contiguous
-                and T.dtype == dt and T.shape == (n, sizes[-1]) and T.flags.c_contiguous):
-            raise ValueError(f"X and T must be C-contiguous {dt} arrays of shapes (n, {sizes[0]}), (n, {sizes[-1]})")
-        if sample_weight is not None and not (sample_weight.dtype == np.float64 and sample_weight.shape == (n,)
-                                              and sample_weight.flags.c_contiguous):
-            raise ValueError(f"sample_weight must be None or a C-contiguous float64 array of shape ({n},)")
-        if X.flags.writeable:
+            f = S.flags
+            if not (S.dtype == dt and S.shape == self._w_shape and f.c_contiguous and f.writeable):
+                raise ValueError(f"the optimizer's state must be writable C-contiguous {dt} vectors of W's length")
+        fx, ft = X.flags, T.flags
+        if not (X.dtype == dt and X.shape == x_shape and fx.c_contiguous and T.dtype == dt and T.shape == t_shape
+                and ft.c_contiguous):
+            raise ValueError(f"X and T must be C-contiguous {dt} arrays of shapes {x_shape}, {t_shape}")
+        if fx.writeable:
             X = _readonly(X)
-        if T.flags.writeable:
+        if ft.writeable:
             T = _readonly(T)
-        sw = _EMPTY if sample_weight is None else _readonly(sample_weight)
-        blocks_full, blocks_last, Xb, Tb, swb = self._batch_plan(n, batch_size, sample_weight is not None)
+        if weighted:
+            f = sample_weight.flags
+            if not (sample_weight.dtype == _FLOAT64 and sample_weight.shape == n_shape and f.c_contiguous):
+                raise ValueError(f"sample_weight must be None or a C-contiguous float64 array of shape {n_shape}")
+            sw = _readonly(sample_weight) if f.writeable else sample_weight
+        else:
+            sw = _EMPTY
+        if order is None:
+            order = _NO_ORDER
+        else:
+            f = order.flags
+            if not (order.dtype == _INT64 and order.shape == n_shape and f.c_contiguous):
+                raise ValueError(f"order must be None or a C-contiguous int64 array of shape {n_shape}")
+            if not f.writeable:
+                order = order.copy()
         locked = self._lock.acquire(blocking=False)
         try:
             zd, ws, gbuf, _, job = self._scratch if locked else self._allocate()
-            n_slots = min(self.n_threads, max(blocks_full, blocks_last))
             if not locked:  # a concurrent epoch on this kernel: its own batch buffers too
                 Xb, Tb, swb = Xb.copy(), Tb.copy(), swb.copy()
+            n_slots = min(self.n_threads, max(blocks_full, blocks_last))
             pool = None
             if n_slots > 1:
                 pool = self._epoch_pool
