@@ -7,17 +7,17 @@
 # 1. the batch's rows of X, T and the weights are gathered, in batch order, into batch buffers
 #    (without an order the batch is read in place);
 # 2. its weight S_b: the sample count, or Σ of its weights summed as NumPy's sum adds them
-#    (pairwise, _fb_pairwise_sum), so 1 / S_b has the reference's bits; S_b = 0: skipped;
+#    (pairwise, fb_pairwise_sum), so 1 / S_b has the reference's bits; S_b = 0: skipped;
 # 3. its loss and gradient sums by _run, with the threads and blocks a kernel call on that batch
 #    would use (bit-identical to it), under the kernel's flush-to-zero mode (fb_fpenv.h);
 # 4. out of that mode again, as NumPy's step runs: the gradient scaled, the L2 term added (as the
 #    kernel call does), rounded to the compute dtype and stepped in place on W and the
-#    optimizer's state (_fb_sgd_step, _fb_adam_step: scikit-learn's updates, operation for
-#    operation, as fastbp.optimizers writes them in NumPy).
+#    optimizer's state (fb_epoch.h: scikit-learn's updates, operation for operation, as
+#    fastbp.optimizers writes them in NumPy, vectorized and dispatched like the kernel's loops).
 #
 # Memory: the kernel's own scratch (its arena), one float64 gradient and one batch of gathered rows.
 
-from libc.math cimport pow as c_pow, sqrt as c_sqrt, sqrtf as c_sqrtf
+from libc.math cimport pow as c_pow, sqrt as c_sqrt
 from libc.stdint cimport int64_t
 
 cdef enum:
@@ -37,87 +37,20 @@ cdef struct EpochOpt:
     void *S2                # Adam: v
 
 
-cdef double _fb_pairwise_sum(const double *a, idx n) noexcept nogil:
-    """Σ a[:n] as NumPy's sum adds float64 values (its pairwise summation), bit for bit: in order
-    below 8 values; up to 128, 8 accumulators over the multiples of 8, combined as a tree, then
-    the rest in order; above, the two halves (split at n/2 rounded down to a multiple of 8)."""
-    cdef idx i, n2
-    cdef double res, r0, r1, r2, r3, r4, r5, r6, r7
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[i]
-        return res
-    if n <= 128:
-        r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
-        r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
-        i = 8
-        while i < n - n % 8:
-            r0 += a[i]; r1 += a[i + 1]; r2 += a[i + 2]; r3 += a[i + 3]
-            r4 += a[i + 4]; r5 += a[i + 5]; r6 += a[i + 6]; r7 += a[i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _fb_pairwise_sum(a, n2) + _fb_pairwise_sum(a + n2, n - n2)
-
-
-cdef void _fb_sgd_step(const Plan *p, floating *W, const double *g, double scale, double l2,
-                       const EpochOpt *o) noexcept nogil:
-    """g scaled, the L2 term added, rounded to W's dtype; then u = μ v − η g, v ← u,
-    (Nesterov) u = μ v − η g, W ← W + u, every operation in W's dtype."""
-    cdef idx k
-    cdef floating *V = <floating *>o.S1
-    cdef floating eta = <floating>o.lr, mu = <floating>o.momentum, gd, lg, v
-    cdef double gk
-    for k in range(p.n_params):
-        gk = g[k] * scale
-        if k < p.n_coef:
-            gk += (2.0 * l2) * <double>W[k]
-        gd = <floating>gk
-        lg = eta * gd
-        v = mu * V[k]
-        v = v - lg
-        V[k] = v
-        if o.nesterov:
-            W[k] = W[k] + (mu * v - lg)
-        else:
-            W[k] = W[k] + v
-
-
-cdef void _fb_adam_step(const Plan *p, floating *W, const double *g, double scale, double l2,
-                        double rate, const EpochOpt *o) noexcept nogil:
-    """g scaled, the L2 term added, rounded to W's dtype; m ← β₁ m + (1 − β₁) g,
-    v ← β₂ v + (1 − β₂) g² in W's dtype; W ← W + (−η_t m) / (√v + ε), the quotient in float64
-    (η_t is a float64 scalar to NumPy) and the sum rounded to W's dtype."""
-    cdef idx k
-    cdef floating *M = <floating *>o.S1
-    cdef floating *V = <floating *>o.S2
-    cdef floating b1 = <floating>o.beta_1, b2 = <floating>o.beta_2
-    cdef floating c1 = <floating>(1.0 - o.beta_1), c2 = <floating>(1.0 - o.beta_2)
-    cdef floating eps = <floating>o.epsilon, gd, m, v, root
-    cdef double gk, u, neg_rate = -rate
-    for k in range(p.n_params):
-        gk = g[k] * scale
-        if k < p.n_coef:
-            gk += (2.0 * l2) * <double>W[k]
-        gd = <floating>gk
-        m = b1 * M[k]
-        m = m + c1 * gd
-        M[k] = m
-        v = b2 * V[k]
-        v = v + c2 * (gd * gd)
-        V[k] = v
-        if floating is float:
-            root = c_sqrtf(v)
-        else:
-            root = c_sqrt(v)
-        u = (neg_rate * <double>m) / <double>(root + eps)
-        W[k] = <floating>(<double>W[k] + u)
+cdef extern from "fb_epoch.h" nogil:
+    double fb_pairwise_sum(const double *a, idx n)
+    double fb_penalty_d(const double *W, idx n)
+    double fb_penalty_f(const float *W, idx n)
+    void fb_sgd_step_d(double *W, const double *g, double *V, idx n, idx n_coef, double scale,
+                       double two_l2, double lr, double momentum, int nesterov)
+    void fb_sgd_step_f(float *W, const double *g, float *V, idx n, idx n_coef, double scale,
+                       double two_l2, double lr, double momentum, int nesterov)
+    void fb_adam_step_d(double *W, const double *g, double *M, double *V, idx n, idx n_coef,
+                        double scale, double two_l2, double rate, double beta_1, double beta_2,
+                        double epsilon)
+    void fb_adam_step_f(float *W, const double *g, float *M, float *V, idx n, idx n_coef,
+                        double scale, double two_l2, double rate, double beta_1, double beta_2,
+                        double epsilon)
 
 
 cdef struct EpochShape:
@@ -133,7 +66,7 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
     """The epoch (see the top of this file); returns Σ_b |b| loss_b."""
     cdef idx n_in = p.sizes[0], m = p.sizes[p.n_layers], start, stop, nb, i, k, r
     cdef int threads, blocks
-    cdef double total = 0.0, weight, scale, l2, loss, penalty, w
+    cdef double total = 0.0, weight, scale, l2, loss, penalty
     cdef const floating *Xp
     cdef const floating *Tp
     cdef const double *swp
@@ -161,7 +94,7 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
             Xp, Tp, swp = X + start * n_in, T + start * m, (sw + start if sw != NULL else NULL)
         start = stop
         if swp != NULL:
-            weight = _fb_pairwise_sum(swp, nb)
+            weight = fb_pairwise_sum(swp, nb)
             if not weight > 0.0:  # every sample of the batch has weight zero: not a batch at all
                 continue
         else:
@@ -175,17 +108,28 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
         fb_flush_end(env)
         penalty = 0.0
         if l2 != 0.0:
-            for k in range(p.n_coef):
-                w = W[k]
-                penalty += w * w
+            if floating is double:
+                penalty = fb_penalty_d(W, p.n_coef)
+            else:
+                penalty = fb_penalty_f(W, p.n_coef)
         total += (scale * loss + l2 * penalty) * nb
         # the step
         if o.kind == FB_ADAM:
             o.t += 1
             o.rate = o.lr * c_sqrt(1.0 - c_pow(o.beta_2, <double>o.t)) / (1.0 - c_pow(o.beta_1, <double>o.t))
-            _fb_adam_step(p, W, g, scale, l2, o.rate, o)
+            if floating is double:
+                fb_adam_step_d(W, g, <double *>o.S1, <double *>o.S2, p.n_params, p.n_coef, scale,
+                               2.0 * l2, o.rate, o.beta_1, o.beta_2, o.epsilon)
+            else:
+                fb_adam_step_f(W, g, <float *>o.S1, <float *>o.S2, p.n_params, p.n_coef, scale,
+                               2.0 * l2, o.rate, o.beta_1, o.beta_2, o.epsilon)
         else:
-            _fb_sgd_step(p, W, g, scale, l2, o)
+            if floating is double:
+                fb_sgd_step_d(W, g, <double *>o.S1, p.n_params, p.n_coef, scale, 2.0 * l2, o.lr,
+                              o.momentum, o.nesterov)
+            else:
+                fb_sgd_step_f(W, g, <float *>o.S1, p.n_params, p.n_coef, scale, 2.0 * l2, o.lr,
+                              o.momentum, o.nesterov)
     return total
 
 

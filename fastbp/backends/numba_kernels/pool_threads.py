@@ -111,11 +111,23 @@ class EpochPool(Pool):
     :func:`.driver.run` too. Same algorithm, same control words, its own threads (asleep unless
     epochs run). Use :func:`get_pool` with ``kind=EpochPool``."""
 
+    def __init__(self, dtype):
+        super().__init__(dtype)
+        self._epoch_placeholders = epoch_placeholders(dtype, self.ctl)
+
     def _serve_once(self, slot, spin_cycles):
-        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
-        order, S = np.zeros(0, dtype=np.int64), Wc
-        return run_epoch(Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, S, S, meta, zd, ws,
-                         gbuf, zd, zd, np.zeros(0), spin_cycles, 1, 0, self.ctl, job, slot, None)[0]
+        args = self._epoch_placeholders
+        return run_epoch(*args[:24], spin_cycles, *args[25:29], slot, None)[0]
+
+
+def epoch_placeholders(dtype, ctl):
+    """Arguments of the types a call passes to :func:`.epoch.run_epoch` (the caller's slot 0,
+    unit-major), the control array ``ctl`` among them: a worker's call replaces the spin (index
+    24) and the slot (29)."""
+    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
+    order = np.zeros(0, dtype=np.int64)
+    return (Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, Wc, Wc, meta, zd, ws, gbuf, zd, zd,
+            np.zeros(0), 0, 1, 1, ctl, job, 0, None)
 
 
 def placeholders(dtype):
