@@ -268,3 +268,17 @@ def test_bad_input_is_refused_and_changes_nothing(backend):
             kernel.run_epoch(*args)
     np.testing.assert_array_equal(W, W0)
     assert opt.t == 0 and not opt.m.any()
+
+
+@pytest.mark.parametrize("backend", backend_params(("cython",)))
+def test_cython_epoch_leaves_the_callers_float_mode(backend):
+    """The cython epoch flushes subnormals to zero on its threads while a batch's gradient is
+    computed, as a kernel call does, and puts the caller's mode back (before each step, which
+    rounds as NumPy's does, and at the end): the caller never sees a changed mode."""
+    from fastbp.backends import _cython_kernels
+
+    net, kernel, X, T, sw, W0 = _setup(backend, "softmax", weights="uniform")
+    opt = OPTIMIZERS["adam"](_params(net, W0))
+    assert not _cython_kernels.flushing_now()
+    kernel.run_epoch(W0.copy(), X, T, sw, np.random.default_rng(9).permutation(23), 7, 0.1, opt)
+    assert not _cython_kernels.flushing_now()
