@@ -18,13 +18,12 @@ import time
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 
 import fastbp
-from conftest import WIDE_PATHS, backend_params, force_wide_path, make_problem
 from fastbp.backends import stochastic
 from fastbp.optimizers import AdamOptimizer, SGDOptimizer
 
-COMPILED = ("numba", "cython")
 RTOL = {np.float64: 1e-13, np.float32: 2e-6}
 
 OUTPUTS = {  # output -> (layer sizes, target kind of make_problem)
@@ -41,15 +40,13 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture(params=backend_params(COMPILED + tuple(WIDE_PATHS)))
-def epoch_path(request, monkeypatch):
-    """Each compiled backend's default kernel path and its wide (BLAS) path; returns the backend."""
-    if request.param in WIDE_PATHS:
-        return force_wide_path(monkeypatch, request.param)
-    return request.param
+def _require(name):
+    why = unavailable_reason(name)
+    if why:
+        pytest.skip(why)
 
 
-def _setup(backend, output="logistic", dtype=np.float64, n=23, weights=None, n_threads=1, seed=0):
+def _setup(make_problem, backend, output="logistic", dtype=np.float64, n=23, weights=None, n_threads=1, seed=0):
     """A network of ``output``, its kernel, the encoded data in ``dtype`` and starting weights."""
     sizes, target = OUTPUTS[output]
     pb = make_problem(sizes, output, target=target, n=n, seed=seed)
@@ -119,9 +116,9 @@ def _compare(kernel, net, W0, X, T, sw, orders, batch_size, optimizer, dtype, al
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("output", list(OUTPUTS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_epoch_equals_reference(epoch_path, dtype, output, optimizer):
+def test_epoch_equals_reference(problem, compiled_kernel_path, dtype, output, optimizer):
     """Two epochs over 23 samples in batches of 7 (an odd tail of 2), shuffled, weighted."""
-    net, kernel, X, T, sw, W0 = _setup(epoch_path, output, dtype, weights="uniform")
+    net, kernel, X, T, sw, W0 = _setup(problem, compiled_kernel_path, output, dtype, weights="uniform")
     rng = np.random.default_rng(3)
     orders = [rng.permutation(23), rng.permutation(23)]
     _compare(kernel, net, W0, X, T, sw, orders, 7, optimizer, dtype)
@@ -130,20 +127,20 @@ def test_epoch_equals_reference(epoch_path, dtype, output, optimizer):
 @pytest.mark.parametrize("batch_size", [1, 7, 23, 40])
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
 @pytest.mark.parametrize("weights", [None, "zero-batch"])
-def test_epoch_batches(epoch_path, batch_size, shuffled, weights):
+def test_epoch_batches(problem, compiled_kernel_path, batch_size, shuffled, weights):
     """Batch sizes 1, 7 (odd tail), n and more than n, with and without an order, unweighted and
     with batches whose weights are all zero (skipped: no step, no loss)."""
-    net, kernel, X, T, sw, W0 = _setup(epoch_path, "softmax", weights=weights)
+    net, kernel, X, T, sw, W0 = _setup(problem, compiled_kernel_path, "softmax", weights=weights)
     rng = np.random.default_rng(4)
     orders = [rng.permutation(23), rng.permutation(23)] if shuffled else [None, None]
     for optimizer in ("adam", "sgd-nesterov"):
         _compare(kernel, net, W0, X, T, sw, orders, batch_size, optimizer, np.float64)
 
 
-def test_zero_weight_batches_take_no_step(epoch_path):
+def test_zero_weight_batches_take_no_step(problem, compiled_kernel_path):
     """In order, in batches of 7: batch [7, 14) weighs nothing, so two epochs take 3 + 3 Adam
     steps, not 4 + 4; an epoch whose every weight is zero takes none and keeps the last rate."""
-    net, kernel, X, T, sw, W0 = _setup(epoch_path, "identity", weights="zero-batch")
+    net, kernel, X, T, sw, W0 = _setup(problem, compiled_kernel_path, "identity", weights="zero-batch")
     opt = OPTIMIZERS["adam"](_params(net, W0))
     W = W0.copy()
     for _ in range(2):
@@ -155,7 +152,7 @@ def test_zero_weight_batches_take_no_step(epoch_path):
     np.testing.assert_array_equal(W, W_before)
 
 
-def _threaded_setup(backend, n_threads):
+def _threaded_setup(make_problem, backend, n_threads):
     """A batch of 256 samples on a 64-unit network: enough work for the kernels to split it."""
     sizes = (4, 64, 64, 1)
     pb = make_problem(sizes, "logistic", n=600, seed=5)
@@ -163,14 +160,14 @@ def _threaded_setup(backend, n_threads):
     return net, net._kernel_for(256), pb.X, pb.T, 0.3 * pb.W
 
 
-@pytest.mark.parametrize("backend", backend_params(COMPILED))
-def test_threads_bit_identical_and_equal_to_reference(backend):
+def test_threads_bit_identical_and_equal_to_reference(problem, compiled_backend):
     """With 2 threads the batches are split in blocks, as a kernel call on them is: the epoch
     equals the reference, and repeats to the bit; with 1 thread too."""
+    backend = compiled_backend
     order = np.random.default_rng(6).permutation(600)
     results = {}
     for n_threads in (1, 2):
-        net, kernel, X, T, W0 = _threaded_setup(backend, n_threads)
+        net, kernel, X, T, W0 = _threaded_setup(problem, backend, n_threads)
         if n_threads == 2:  # the batches really are split (else this test tests nothing)
             blocks = kernel.n_blocks(256) if backend == "numba" else kernel._n_blocks(256)
             assert blocks > 1
@@ -189,13 +186,13 @@ def test_threads_bit_identical_and_equal_to_reference(backend):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else os.cpu_count() < 2,
                     reason="a worker needs a second core to take blocks in time")
-@pytest.mark.parametrize("backend", backend_params(("numba",)))
-def test_numba_epoch_workers_run_blocks(backend):
+def test_numba_epoch_workers_run_blocks(problem):
     """The epoch's blocks run on the workers of the epoch's own pool too (which counts them)."""
+    _require("numba")
     from fastbp.backends.numba_kernels import pool as K
     from fastbp.backends.numba_kernels import pool_threads as P
 
-    net, kernel, X, T, W0 = _threaded_setup("numba", 2)
+    net, kernel, X, T, W0 = _threaded_setup(problem, "numba", 2)
     pool = P.get_pool(np.float64, P.EpochPool)
     before = int(pool.ctl[K.C_WORKER_BLOCKS])
     order = np.random.default_rng(7).permutation(600)
@@ -208,26 +205,25 @@ def test_numba_epoch_workers_run_blocks(backend):
 
 
 # ------------------------------------------------------------------------------ the estimators
-@pytest.mark.parametrize("backend", backend_params(COMPILED))
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
-def test_estimators_use_the_compiled_epoch(backend, solver, monkeypatch):
+def test_estimators_use_the_compiled_epoch(problem, compiled_backend, solver, monkeypatch):
     """A fit on a compiled backend never runs the per-batch reference: it is made to raise."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("the reference epoch ran")
 
     monkeypatch.setattr(stochastic, "reference_epoch", refuse)
-    X, y = make_problem((3, 4, 3), "softmax", n=40, seed=8).X, np.arange(40) % 3
-    clf = fastbp.MLPClassifier((4,), solver=solver, max_iter=3, batch_size=16, backend=backend, random_state=0,
+    X, y = problem((3, 4, 3), "softmax", n=40, seed=8).X, np.arange(40) % 3
+    clf = fastbp.MLPClassifier((4,), solver=solver, max_iter=3, batch_size=16, backend=compiled_backend, random_state=0,
                                tol=0.0)
     with pytest.warns(Warning):  # ConvergenceWarning: max_iter reached
         clf.fit(X, y)
-    assert clf.n_iter_ == 3 and clf.backend_ == backend
+    assert clf.n_iter_ == 3 and clf.backend_ == compiled_backend
     clf.partial_fit(X, y)
     assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 4
 
 
-def test_numpy_backend_uses_the_reference_epoch(monkeypatch):
+def test_numpy_backend_uses_the_reference_epoch(problem, monkeypatch):
     """The numpy kernel has no run_epoch: the estimators run the reference, one call per epoch."""
     calls = []
     reference = stochastic.reference_epoch
@@ -237,16 +233,15 @@ def test_numpy_backend_uses_the_reference_epoch(monkeypatch):
         return reference(*args, **kwargs)
 
     monkeypatch.setattr(stochastic, "reference_epoch", spy)
-    X, y = make_problem((3, 4, 3), "softmax", n=40, seed=8).X, np.arange(40) % 3
+    X, y = problem((3, 4, 3), "softmax", n=40, seed=8).X, np.arange(40) % 3
     with pytest.warns(Warning):
         fastbp.MLPClassifier((4,), max_iter=3, batch_size=16, backend="numpy", random_state=0, tol=0.0).fit(X, y)
     assert calls == [16, 16, 16]
 
 
 # ------------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("backend", backend_params(COMPILED))
-def test_bad_input_is_refused_and_changes_nothing(backend):
-    net, kernel, X, T, sw, W0 = _setup(backend, "logistic")
+def test_bad_input_is_refused_and_changes_nothing(problem, compiled_backend):
+    net, kernel, X, T, sw, W0 = _setup(problem, compiled_backend, "logistic")
     opt = OPTIMIZERS["adam"](_params(net, W0))
     W = W0.copy()
     bad_order = np.arange(23)
@@ -270,14 +265,14 @@ def test_bad_input_is_refused_and_changes_nothing(backend):
     assert opt.t == 0 and not opt.m.any()
 
 
-@pytest.mark.parametrize("backend", backend_params(("cython",)))
-def test_cython_epoch_leaves_the_callers_float_mode(backend):
+def test_cython_epoch_leaves_the_callers_float_mode(problem):
     """The cython epoch flushes subnormals to zero on its threads while a batch's gradient is
     computed, as a kernel call does, and puts the caller's mode back (before each step, which
     rounds as NumPy's does, and at the end): the caller never sees a changed mode."""
+    _require("cython")
     from fastbp.backends import _cython_kernels
 
-    net, kernel, X, T, sw, W0 = _setup(backend, "softmax", weights="uniform")
+    net, kernel, X, T, sw, W0 = _setup(problem, "cython", "softmax", weights="uniform")
     opt = OPTIMIZERS["adam"](_params(net, W0))
     assert not _cython_kernels.flushing_now()
     kernel.run_epoch(W0.copy(), X, T, sw, np.random.default_rng(9).permutation(23), 7, 0.1, opt)
