@@ -118,7 +118,9 @@ def _build_parser():
             "class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
         ),
     )
-    fit.add_argument("data", nargs="+", metavar="DATA")
+    fit.add_argument(
+        "data", nargs="+", metavar="DATA", help="a bundled dataset's name, or the data file(s) (.mat, .npz, .csv)"
+    )
     fit.add_argument(
         "--hidden",
         type=_hidden_sizes,
@@ -154,7 +156,12 @@ def _build_parser():
         "trust-krylov, trust-constr) or the dense Hessian (trust-exact); or lm: least_squares' "
         "Levenberg-Marquardt with the exact Jacobian, for --output identity (default: L-BFGS-B)",
     )
-    fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
+    fit.add_argument(
+        "--backend",
+        default="auto",
+        choices=list(backend_names()),
+        help="the kernel that computes loss and gradient (default: auto, the fastest available)",
+    )
     fit.add_argument(
         "--solver",
         default="lbfgs",

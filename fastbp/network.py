@@ -337,6 +337,14 @@ class BoundObjective:
         self._kernel = network._kernel_for(X.shape[0])
 
     def __call__(self, W):
+        """The loss and its gradient at ``W`` on the bound data; only ``W`` is checked.
+
+        Returns
+        -------
+        loss : float
+        grad : ndarray of float64, shape (n_params,)
+            A new array. Bit-identical for the same ``W``, backend and ``n_threads``.
+        """
         W = check_weights(W, self._n_params)
         return self._kernel(W, self.X, self.T, self.sample_weight, self.scale, self._l2)
 
