@@ -170,7 +170,8 @@ def _redirect_outputs(code, tmp_path):
 
 def _run(cmd, env, what):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    output = f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{output}"
     return proc
 
 
@@ -204,7 +205,7 @@ def test_every_block_is_run_skipped_with_a_reason_or_shown():
     blocks = _all_blocks()
     assert any(b.page.name == "README.md" and b.lang == "python" for b in blocks)
     for b in blocks:
-        assert b.lang in RUN_LANGS | SHOWN_LANGS, f"{b.where}: block language {b.lang!r}: use python, bash, text or pycon"
+        assert b.lang in RUN_LANGS | SHOWN_LANGS, f"{b.where}: language {b.lang!r}: use python, bash, text or pycon"
         if b.lang in SHOWN_LANGS:
             assert b.marker is None, f"{b.where}: a {b.lang} block is never run; its marker means nothing"
         if b.marker == "continue":
