@@ -268,11 +268,31 @@ def test_reference_doctests(obj):
 
 
 # ---------------------------------------------------------------------------------------- links
-def test_local_links_exist_and_nothing_points_outside_the_repository():
+def _anchors(page):
+    """The anchors GitHub gives the headings of ``page``: lower case, punctuation dropped,
+    spaces as hyphens, a repeated one suffixed -1, -2..."""
+    anchors, seen = set(), {}
+    fenced = False
+    for line in page.read_text().splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        if fenced or not line.startswith("#"):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def test_local_links_and_anchors_exist_and_nothing_points_outside_the_repository():
     for page in PAGES:
         text = page.read_text()
-        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
+        for target, anchor in re.findall(r"\]\(([^)\s#]*)(?:#([^)\s]*))?\)", text):
             if re.match(r"[a-z]+://", target):
                 continue
-            assert (page.parent / target).exists(), f"{page.name}: link to {target}, which does not exist"
+            path = page.parent / target if target else page
+            assert path.exists(), f"{page.name}: link to {target}, which does not exist"
+            if anchor:
+                assert anchor in _anchors(path), f"{page.name}: link to {target}#{anchor}: no such heading"
         assert "shared/" not in text, f"{page.name} mentions shared/, which is not part of the repository"
