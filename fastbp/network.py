@@ -102,7 +102,7 @@ class Network:
     Notes
     -----
     With ``t`` the targets, ``s_n`` the sample weights (1 when none) and ℓ_n the data term of
-    sample n (see README), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
+    sample n (the losses and targets of each output: docs/reference.md), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
 
     Second order, exact, for scipy's Newton, trust-region and least-squares solvers:
     :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`, and for identity outputs
