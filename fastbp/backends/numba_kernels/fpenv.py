@@ -37,7 +37,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import _INLINE
+from .jit import _JIT
 
 _MACHINE = platform.machine().lower()
 _X86 = _MACHINE in ("x86_64", "amd64")  # SSE is part of x86-64
@@ -98,7 +98,7 @@ def fpenv_set(typingctx, word):
     return types.none(word), codegen
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def fpenv_adopt(word):
     """Give this thread the flush bits of ``word`` (its other bits stay). The control register is
     written only when they differ: a write costs tens of cycles, a read a few."""
@@ -108,7 +108,7 @@ def fpenv_adopt(word):
             fpenv_set((now & ~FLUSH_BITS) | (word & FLUSH_BITS))
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def flush_begin(on):
     """Flush subnormals on this thread from now on when ``on`` (else leave its mode as it is);
     returns the control word to give :func:`flush_end`."""
@@ -141,7 +141,7 @@ def _computed_before(typingctx, value):
     return value(value), codegen
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def flush_end(saved, result):
     """Put back the flush bits :func:`flush_begin` found, after ``result`` (a scalar: the call's
     value that lives in a register) has been computed; returns it. Results in arrays need
@@ -151,7 +151,7 @@ def flush_end(saved, result):
     return result
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def flushing():
     """1 when this thread flushes subnormals now (both bits set), else 0 (tests)."""
     return 1 if FLUSH_BITS != 0 and fpenv_get() & FLUSH_BITS == FLUSH_BITS else 0

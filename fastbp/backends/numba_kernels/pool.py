@@ -5,8 +5,12 @@ the Python half): atomics on the int64 control array (llvmlite intrinsics), the 
 :func:`_claim`, a worker's spin between jobs :func:`_serve`, and what they need of the system:
 x86's ``pause`` and time-stamp counter, POSIX ``sched_yield``, Linux's ``sched_getcpu`` and
 affinity. The block kernel a job runs is an argument (``block_kernel``), so a new kind of job is a
-new entry point passing its own kernel. Everything here is inlined into the entry point
-(``inline="always"``).
+new entry point passing its own kernel. What takes the block kernel is inlined into the entry
+point at Numba IR level (``inline="always"``): compiled on its own, each would link and optimize
+the whole kernel once more. The rest (:func:`block_start`, :func:`_publish_job`, :func:`_fill_job`,
+:func:`_leave_cpu`, :mod:`.fpenv`) is compiled once and inlined by LLVM: each inlined copy of a
+function costs the entry point's compile again (~0.7 s of a cold compile when they were all
+inlined).
 
 Floating-point mode: the caller publishes its control word with the job (:func:`_publish_job`)
 and a worker takes its flush bits for every block it claims, putting its own back once the job
@@ -29,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .fpenv import fpenv_adopt, fpenv_get
-from .jit import _INLINE
+from .jit import _INLINE, _JIT
 from .meta import PAD
 
 # ctl: one pool's int64 control array; the words written by different threads sit on their own
@@ -238,7 +242,7 @@ def _pointer(typingctx, i):
 
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def block_start(b, n, n_blocks):
     """First sample of block ``b`` of ``n_blocks``: ``b n / K`` rounded up to a multiple of the
     tile padding (no block pads more than one partial tile, and the short block is the last,
@@ -311,15 +315,16 @@ def _claim(ctl, gen, slot, marker, block_kernel):
     fpenv_adopt(own)
 
 
-@njit(**_INLINE)
-def _publish_job(ctl, job, n_slots, n_blocks, block_kernel):
-    """Offer the job of table ``job`` (``n_blocks`` blocks of ``block_kernel``, up to ``n_slots``
-    threads) to the pool ``ctl``, in this thread's floating-point mode; returns its generation."""
+@njit(**_JIT)
+def _publish_job(ctl, job, n_slots, n_blocks, kid):
+    """Offer the job of table ``job`` (``n_blocks`` blocks of the block kernel ``kid``, see
+    :func:`_kernel_id`, on up to ``n_slots`` threads) to the pool ``ctl``, in this thread's
+    floating-point mode; returns its generation."""
     ctl[C_DONE] = 0
     ctl[C_JOB] = _address(job)
     ctl[C_MAINCPU] = _getcpu()
     ctl[C_FPENV] = fpenv_get()
-    ctl[C_KIND] = _kernel_id(block_kernel)
+    ctl[C_KIND] = kid
     gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
     _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
     return gen
@@ -330,7 +335,7 @@ def _run_job(ctl, job, n_slots, n_blocks, marker, block_kernel):
     """Run every block of the job ``job`` on this thread and the pool ``ctl``'s workers: publish
     it, claim blocks until none is left, wait for the blocks other threads claimed (and are
     therefore running)."""
-    gen = _publish_job(ctl, job, n_slots, n_blocks, block_kernel)
+    gen = _publish_job(ctl, job, n_slots, n_blocks, _kernel_id(block_kernel))
     _claim(ctl, gen, 0, marker, block_kernel)
     spins = 0
     while _load_acquire(ctl, C_DONE) < n_blocks:
@@ -340,7 +345,7 @@ def _run_job(ctl, job, n_slots, n_blocks, marker, block_kernel):
             _sched_yield()
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def _leave_cpu(cpu):
     """Move this thread off ``cpu`` now (the kernel migrates a thread whose new affinity excludes
     its CPU at once), then give it back its own affinity: a worker woken by the caller is first
@@ -397,7 +402,7 @@ def _serve(ctl, slot, marker, spin_cycles, block_kernel):
             _leave_cpu(ctl[C_MAINCPU])
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks):
     job[J_WC] = _address(Wc)
     job[J_NW] = Wc.shape[0]
