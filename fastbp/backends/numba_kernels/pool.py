@@ -282,7 +282,7 @@ def _kernel_id_of(block_kernel):
     if isinstance(block_kernel, types.Dispatcher):
         f = block_kernel.dispatcher.py_func
         kid = zlib.crc32(f"{f.__module__}.{f.__qualname__}".encode()) | 1
-        return lambda block_kernel: kid
+        return lambda block_kernel: np.int64(kid)  # (not a literal: see tile_products.mm_flat)
     return None
 
 
