@@ -2,15 +2,15 @@
 
 :func:`fastbp.backends.stochastic.reference_epoch` runs an epoch in Python, one kernel call and one
 NumPy optimizer step per batch; a compiled ``run_epoch`` runs the same epoch in one call and must
-give the same weights, optimizer state, step count, learning rate and summed loss: float64 to
-1e-13 relative, float32 to its own precision (the weights and state in fact agree to the bit on
-x86-64, since both take the same blocks and the same roundings; the tolerance leaves room for a
-compiler that fuses a multiply-add, and the loss's L2 sum is added in another order). Each case runs two epochs on the same kernel object (the same ``n_threads``), from
-the same start, on tiny networks: every kernel path (unit-major, and the sample-major / BLAS
-paths forced by their constants), both dtypes, SGD (plain, momentum, Nesterov) and Adam, every
-output, weighted, with batches whose weights are all zero, with and without an order, batch sizes
-1, 7 (an odd tail), n and more than n; then threads, the estimators' use of the compiled path,
-and bad input.
+give the same weights, optimizer state, step count, learning rate and summed loss: float64 to 1e-13
+relative, float32 to its own precision (the weights and state in fact agree to the bit on x86-64,
+since both take the same blocks and the same roundings; the tolerance leaves room for a compiler
+that fuses a multiply-add, and the loss's L2 sum is added in another order). Each case runs two
+epochs on the same kernel object (the same ``n_threads``), from the same start, on tiny networks:
+every kernel path (unit-major, and the sample-major / BLAS paths forced by their constants), both
+dtypes, SGD (plain, momentum, Nesterov) and Adam, every output, weighted, with batches whose
+weights are all zero, with and without an order, batch sizes 1, 7 (an odd tail), n and more than n;
+then threads, the estimators' use of the compiled path, and bad input.
 """
 
 import os

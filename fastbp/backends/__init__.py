@@ -119,6 +119,7 @@ __all__ = [
     "backend_names",
     "NotBuiltError",
     "BackendNotBuiltWarning",
+    "NumbaCompileWarning",
 ]
 
 _MODULES: dict[str, str] = {}
@@ -135,6 +136,17 @@ class NotBuiltError(ImportError):
 class BackendNotBuiltWarning(UserWarning):
     """``backend="auto"`` passed over a backend that could not be compiled when fastbp was
     installed (once per process and backend)."""
+
+
+class NumbaCompileWarning(UserWarning):
+    """The ``numba`` backend is compiling its kernels: the first call of a dtype and kind of
+    network waits several seconds, once (Numba's disk cache keeps them for later processes).
+
+    Said before the wait, once per process, dtype and kind (unit-major or BLAS networks), and only
+    when the cache does not already hold them. Silence it like any warning::
+
+        warnings.filterwarnings("ignore", category=fastbp.backends.NumbaCompileWarning)
+    """
 
 
 def register(name, module):

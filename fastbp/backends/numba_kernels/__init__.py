@@ -15,6 +15,7 @@ One module per concept, from the bottom up:
 :mod:`.tile_products`  W^T z + b and W δ on tiles, the gradient sums Σ z δ
 :mod:`.output_layer`   the loss and δ^L of each output kind
 :mod:`.backprop`       block kernels: forward and backward over the tiles of a block
+:mod:`.fpenv`          subnormals flushed to zero on every thread of a call
 :mod:`.pool`           the thread pool's compiled half: claiming and serving blocks
 :mod:`.driver`         the entry point :func:`~.driver.run`, for the caller and the workers
 :mod:`.optimizers`     SGD's and Adam's steps on the flat weights (the estimators' solvers)

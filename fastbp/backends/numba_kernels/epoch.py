@@ -17,8 +17,9 @@ min((b+1)·bs, n)]``, or the next ``bs`` rows when there is no order):
 
 So a batch is computed with the same blocks, the same sums in the same order and the same
 rounding as the reference's kernel call and NumPy step: a float64 epoch equals the reference's to
-the bit (float32 too, but for the subnormals NumPy's step would make: see :mod:`.optimizers`),
-and it is bit-identical between runs for a given ``n_threads``.
+the bit (float32 too, but for the subnormals NumPy's step would make: see :mod:`.optimizers`;
+the epoch runs with subnormals flushed to zero, as a kernel call does: :mod:`.fpenv`), and it
+is bit-identical between runs for a given ``n_threads``.
 
 Threads: the workers of the epoch's pool (:class:`.pool_threads.EpochPool`) live in this very
 function (``slot > 0``), as the gradient's workers live in :func:`.driver.run`: a fit by epochs
@@ -31,25 +32,12 @@ gathered rows, nothing per sample.
 import numpy as np
 from numba import njit
 
-from .backprop import _chunk_rows, _chunk_units
+from .backprop import _chunk_units
+from .driver import _block_kernel
+from .fpenv import flush_begin, flush_end
 from .jit import _JIT
 from .optimizers import ADAM, adam_rate, adam_step, batch_gradient, sgd_step
-from .pool import (
-    C_DONE,
-    C_JOB,
-    C_MAINCPU,
-    C_STATE,
-    _address,
-    _claim,
-    _fill_job,
-    _getcpu,
-    _load_acquire,
-    _relax,
-    _run_block,
-    _sched_yield,
-    _serve,
-    _store_release,
-)
+from .pool import C_NOFLUSH, _fill_job, _run_block, _run_job, _serve
 
 #: numpy's pairwise summation: blocks of this many values are summed with 8 accumulators
 _PW_BLOCK = 128
@@ -133,7 +121,8 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     ``swb``: batch buffers of ``batch_size`` rows (``swb`` empty without weights). Batches of
     ``batch_size`` samples run in ``blocks_full`` blocks, a shorter last one in ``blocks_last``,
     on up to ``n_slots`` threads of the pool ``ctl``. ``rows``: None (unit-major) or an empty
-    array (sample-major, one block: BLAS takes the cores), as for :func:`.driver.run`.
+    array (sample-major BLAS networks: every block on the calling thread), as for
+    :func:`.driver.run`. Subnormals are flushed to zero unless ``ctl[C_NOFLUSH]`` is set.
 
     Returns ``(Σ_b |b| loss_b, steps taken t, last rate)``: the rate is Adam's η_t of the last
     step (``lr`` if none was taken), SGD's ``lr``. A worker returns ``(the last generation seen,
@@ -141,6 +130,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     is its spin), so it runs the caller's specialization.
     """
     marker = W[:0]
+    kernel = _block_kernel(rows)
     if rows is None:
         if slot > 0:
             return float(_serve(ctl, slot, marker, blocks_full, _chunk_units)), 0, 0.0
@@ -150,6 +140,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     for i in range(order.shape[0]):
         if order[i] < 0 or order[i] >= n:
             raise ValueError("order holds an index outside [0, n)")
+    saved = flush_begin(ctl[C_NOFLUSH] == 0)  # subnormals flushed, as in a kernel call (:mod:`.fpenv`)
     total = 0.0
     rate = lr
     for start in range(0, n, batch_size):
@@ -176,28 +167,14 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
             continue
         scale = 1.0 / weight
         l2 = alpha / (2.0 * weight)
-        # the batch's loss and gradient sums, block by block
-        if rows is None:
-            threads = min(n_slots, n_blocks)
-            if threads > 1:
-                ctl[C_DONE] = 0
-                ctl[C_JOB] = _address(job)
-                gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
-                ctl[C_MAINCPU] = _getcpu()
-                _store_release(ctl, C_STATE, (gen << 32) | (threads << 24) | (n_blocks << 12))
-                _claim(ctl, gen, 0, marker, _chunk_units)
-                spins = 0
-                while _load_acquire(ctl, C_DONE) < n_blocks:  # blocks other threads are running
-                    _relax()
-                    spins += 1
-                    if spins & 63 == 0:
-                        _sched_yield()
-            else:
-                for b in range(n_blocks):
-                    _run_block(job, b, 0, marker, _chunk_units)
+        # the batch's loss and gradient sums, block by block (the pool's workers run unit-major
+        # blocks only: a BLAS network's blocks run here, BLAS held to this thread)
+        threads = min(n_slots, n_blocks)
+        if rows is None and threads > 1:
+            _run_job(ctl, job, threads, n_blocks, marker, kernel)
         else:
             for b in range(n_blocks):
-                _run_block(job, b, 0, marker, _chunk_rows)
+                _run_block(job, b, 0, marker, kernel)
         total += batch_gradient(W, gbuf, n_blocks, meta, scale, l2) * nb
         # the step, in place
         g = gbuf[0]
@@ -207,4 +184,4 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
             adam_step(W, g, rate, beta_1, beta_2, epsilon, S1, S2)
         else:
             sgd_step(W, g, lr, momentum, nesterov, S1)
-    return total, t, rate
+    return flush_end(saved, total), t, rate
