@@ -18,8 +18,8 @@ min((b+1)·bs, n)]``, or the next ``bs`` rows when there is no order):
 So a batch is computed with the same blocks, the same sums in the same order and the same
 rounding as the reference's kernel call and NumPy step: a float64 epoch equals the reference's to
 the bit (float32 too, but for the subnormals NumPy's step would make: see :mod:`.optimizers`;
-the epoch runs with subnormals flushed to zero, as a kernel call does: :mod:`.fpenv`), and it
-is bit-identical between runs for a given ``n_threads``.
+a batch's gradient is computed with subnormals flushed to zero, as a kernel call does, and its
+step in the caller's mode, as NumPy's: :mod:`.fpenv`), and it is bit-identical between runs for a given ``n_threads``.
 
 Threads: the workers of the epoch's pool (:class:`.pool_threads.EpochPool`) live in this very
 function (``slot > 0``), as the gradient's workers live in :func:`.driver.run`: a fit by epochs
@@ -122,7 +122,8 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     ``batch_size`` samples run in ``blocks_full`` blocks, a shorter last one in ``blocks_last``,
     on up to ``n_slots`` threads of the pool ``ctl``. ``rows``: None (unit-major) or an empty
     array (sample-major BLAS networks: every block on the calling thread), as for
-    :func:`.driver.run`. Subnormals are flushed to zero unless ``ctl[C_NOFLUSH]`` is set.
+    :func:`.driver.run`. A batch's gradient is computed with subnormals flushed to zero unless
+    ``ctl[C_NOFLUSH]`` is set; its step in the caller's floating-point mode.
 
     Returns ``(Σ_b |b| loss_b, steps taken t, last rate)``: the rate is Adam's η_t of the last
     step (``lr`` if none was taken), SGD's ``lr``. A worker returns ``(the last generation seen,
@@ -140,7 +141,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     for i in range(order.shape[0]):
         if order[i] < 0 or order[i] >= n:
             raise ValueError("order holds an index outside [0, n)")
-    saved = flush_begin(ctl[C_NOFLUSH] == 0)  # subnormals flushed, as in a kernel call (:mod:`.fpenv`)
+    flush = ctl[C_NOFLUSH] == 0
     total = 0.0
     rate = lr
     for start in range(0, n, batch_size):
@@ -168,14 +169,17 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
         scale = 1.0 / weight
         l2 = alpha / (2.0 * weight)
         # the batch's loss and gradient sums, block by block (the pool's workers run unit-major
-        # blocks only: a BLAS network's blocks run here, BLAS held to this thread)
+        # blocks only: a BLAS network's blocks run here, BLAS held to this thread), with
+        # subnormals flushed as in a kernel call (:mod:`.fpenv`); the step in the caller's mode,
+        # as NumPy's step of the reference runs
+        saved = flush_begin(flush)
         threads = min(n_slots, n_blocks)
         if rows is None and threads > 1:
             _run_job(ctl, job, threads, n_blocks, marker, kernel)
         else:
             for b in range(n_blocks):
                 _run_block(job, b, 0, marker, kernel)
-        total += batch_gradient(W, gbuf, n_blocks, meta, scale, l2) * nb
+        total += flush_end(saved, batch_gradient(W, gbuf, n_blocks, meta, scale, l2)) * nb
         # the step, in place
         g = gbuf[0]
         if kind == ADAM:
@@ -184,4 +188,4 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
             adam_step(W, g, rate, beta_1, beta_2, epsilon, S1, S2)
         else:
             sgd_step(W, g, lr, momentum, nesterov, S1)
-    return flush_end(saved, total), t, rate
+    return total, t, rate
