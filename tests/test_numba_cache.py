@@ -199,6 +199,32 @@ def test_is_cached_after_a_call_of_each_kind(dtype, monkeypatch):
         assert numba_kernels.is_cached(dtype, blas=blas)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_is_cached_after_an_epoch_of_each_kind(dtype, monkeypatch):
+    """is_cached(epoch=True) builds the signature of the epoch's entry point as the backend calls
+    it (weighted or not, shuffled or not: one signature), after an epoch of each kind."""
+    from fastbp.backends import numba_backend
+    from fastbp.backends.numba_kernels.epoch import run_epoch
+    from fastbp.optimizers import SGDOptimizer
+
+    rng = np.random.default_rng(0)
+    X, T = rng.standard_normal((40, 3)).astype(dtype), rng.integers(0, 2, (40, 1)).astype(dtype)
+    for blas in (False, True):
+        with monkeypatch.context() as m:
+            if blas:
+                m.setattr(numba_backend, "BLAS_MIN_COEFS", 1)
+            net = fastbp.Network([3, 4, 1], backend="numba", dtype=dtype, n_threads=2)
+            kernel = net._kernel_for(40)
+            assert kernel.uses_blas == blas
+            W = net.init_weights(0).astype(dtype)
+            opt = SGDOptimizer([W], 0.01)
+            kernel.run_epoch(W, X, T, None, None, 16, 1e-4, opt)
+            compiled = len(run_epoch.signatures)
+            kernel.run_epoch(W, X, T, rng.uniform(size=40), rng.permutation(40), 16, 1e-4, opt)
+            assert len(run_epoch.signatures) == compiled  # the same specialization
+        assert numba_kernels.is_cached(dtype, blas=blas, epoch=True)
+
+
 def test_the_first_call_says_it_compiles_once_per_dtype_and_kind(monkeypatch):
     """The warning comes when the cache lacks the kernels (as is_cached says), on the first call
     of each dtype and kind of network in the process, and not again."""

@@ -269,3 +269,29 @@ def test_a_worker_runs_only_jobs_of_its_own_block_kernel(monkeypatch):
         narrow(W)
         taken_by_workers += int(unit_pool.ctl[K.C_WORKER_BLOCKS]) - before
     assert taken_by_workers > 0
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_an_epoch_flushes_its_gradients_and_steps_in_the_callers_mode(flush_on, n_threads):
+    """The epoch's entry point computes each batch's gradient flushed, as a kernel call does: on
+    the subnormal problem that gradient is 0, so plain SGD leaves W as it was; switched off, the
+    output intercept's gradient Σ 8x / n is subnormal and the step moves it. The caller's mode is
+    its own afterwards."""
+    from fastbp.optimizers import SGDOptimizer
+
+    f, W0 = subnormal_problem(4096, n_threads)
+    kernel = f._kernel
+    X, T = np.ascontiguousarray(f.X), np.ascontiguousarray(f.T)
+
+    def epoch():
+        W = W0.copy()
+        opt = SGDOptimizer([W], learning_rate_init=1.0, momentum=0.0, nesterov=False)
+        kernel.run_epoch(W, X, T, None, None, 4096, 0.0, opt)  # one batch, one step
+        return W
+
+    np.testing.assert_array_equal(epoch(), W0)
+    assert subnormal_survives()
+    P.set_flush_subnormals(False)
+    W = epoch()
+    assert W[B_OUT] == -8e-310  # moved by the subnormal gradient 8x (a sum of 4096 times 8x, / n)
+    assert subnormal_survives()

@@ -88,7 +88,14 @@ R-operator; its module docstring has the formulas. Until a backend's kernel has 
     Returns ``Σ_b |b| · loss_b`` over the batches not skipped (|b| the batch's sample count,
     weighted or not), a Python float; the caller divides by n for the epoch's ``loss_``. The
     schedules between epochs (invscaling, adaptive), the shuffles and the stopping rules stay in
-    the caller (:mod:`fastbp.estimators`).
+    the caller (:mod:`fastbp.estimators`). Bad arrays (dtype, shape, an index of ``order``
+    outside ``[0, n)``) raise a ValueError before anything is changed.
+
+    The numba and cython kernels have one (:mod:`fastbp.backends.numba_kernels.epoch`,
+    ``src_kernels/fb_epoch.pxi``): each batch's blocks are those of a kernel call on that batch
+    and the step rounds as NumPy's does, so their weights and optimizer state equal the
+    reference's to the bit (on x86-64, float64 and float32; to round-off where a compiler fuses
+    multiply-adds), and the returned loss to round-off (its L2 sum is vectorized).
 
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.

@@ -40,6 +40,7 @@ import threading
 import numpy as np
 
 from .driver import run
+from .epoch import run_epoch
 from .pool import C_NOFLUSH, CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
 
 _ROWS = np.empty(0, dtype=np.int8)  # the ``rows`` argument of sample-major calls
@@ -124,6 +125,31 @@ class BlasPool(Pool):
     rows = _ROWS
 
 
+class EpochPool(Pool):
+    """The workers of :func:`.epoch.run_epoch`: its own pool, whose threads live in that entry
+    point's compiled code, so a fit by epochs compiles (or loads) one entry point per dtype, never
+    :func:`.driver.run` too. Same algorithm, same control words, its own threads (asleep unless
+    epochs run). Use :func:`get_pool` with ``kind=EpochPool``."""
+
+    def __init__(self, dtype):
+        super().__init__(dtype)
+        self._epoch_placeholders = epoch_placeholders(dtype, self.ctl)
+
+    def _serve_once(self, slot, spin_cycles):
+        args = self._epoch_placeholders
+        return run_epoch(*args[:24], spin_cycles, *args[25:29], slot, None)[0]
+
+
+def epoch_placeholders(dtype, ctl):
+    """Arguments of the types a call passes to :func:`.epoch.run_epoch` (the caller's slot 0,
+    unit-major), the control array ``ctl`` among them: a worker's call replaces the spin (index
+    24) and the slot (29)."""
+    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
+    order = np.zeros(0, dtype=np.int64)
+    return (Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, Wc, Wc, meta, zd, ws, gbuf, zd, zd,
+            np.zeros(0), 0, 1, 1, ctl, job, 0, None)
+
+
 def placeholders(dtype):
     """Empty arrays of the types a call passes to :func:`run` (W, X, T, sw, meta, zd, ws, gbuf,
     Wc, job): the backend passes X, T, sw and meta read-only and the rest writable."""
@@ -151,7 +177,8 @@ _POOLS_LOCK = threading.Lock()
 
 
 def get_pool(dtype, kind=Pool):
-    """The process's pool of class ``kind`` (:class:`Pool`, :class:`BlasPool`) for ``dtype``
+    """The process's pool of class ``kind`` (:class:`Pool`, :class:`BlasPool`,
+    :class:`EpochPool`) for ``dtype``
     (created on first use)."""
     key = (kind, np.dtype(dtype).str)
     pool = _POOLS.get(key)
