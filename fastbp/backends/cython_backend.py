@@ -176,6 +176,11 @@ class SerialBlasKernel:
     def output_jacobian(self, W, X, row_scale, out):
         return self._serial(self.kernel.output_jacobian, W, X, row_scale, out)
 
+    def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """The kernel's epoch (one call, every batch's BLAS products on the kernel's threads),
+        with BLAS held to one thread meanwhile, as for a call."""
+        return self._serial(self.kernel.run_epoch, W, X, T, sample_weight, order, batch_size, alpha, optimizer)
+
 
 class CythonBackend:
     """``prepare(layout, n_threads)`` returns the compiled kernel of ``layout``.

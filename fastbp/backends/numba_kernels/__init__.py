@@ -15,9 +15,12 @@ One module per concept, from the bottom up:
 :mod:`.tile_products`  W^T z + b and W δ on tiles, the gradient sums Σ z δ
 :mod:`.output_layer`   the loss and δ^L of each output kind
 :mod:`.backprop`       block kernels: forward and backward over the tiles of a block
+:mod:`.fpenv`          subnormals flushed to zero on every thread of a call
 :mod:`.pool`           the thread pool's compiled half: claiming and serving blocks
 :mod:`.driver`         the entry point :func:`~.driver.run`, for the caller and the workers
-:mod:`.pool_threads`   the thread pool's Python half: worker threads, sleep and wake, fork
+:mod:`.optimizers`     SGD's and Adam's steps on the flat weights (the estimators' solvers)
+:mod:`.epoch`          the entry point :func:`~.epoch.run_epoch`: a whole minibatch epoch
+:mod:`.pool_threads`   the thread pools' Python half: worker threads, sleep and wake, fork
 =====================  =========================================================================
 
 How the work is laid out
@@ -42,10 +45,11 @@ Adding to it
 A new computation over the samples is a new block kernel (the signature is in :mod:`.backprop`)
 and, when it needs one, a new entry point beside :func:`~.driver.run` that passes its block kernel
 to the pool's ``_claim``/``_serve``/``_run_block``. The passes of the R-operator (Hessian-vector
-products: R{a}, R{z} forward, R{δ} backward) go in a module ``roperator``; an optimizer's epoch
-(scikit-learn's SGD and Adam: one compiled call per epoch, minibatch gradients by the block
-kernels, then the step) in a module ``epoch``, its update rules in ``optimizers``. Every module of
-the package is part of the cache stamp, so nothing else is needed to keep the cache fresh.
+products: R{a}, R{z} forward, R{δ} backward) go in a module ``roperator``. An entry point whose
+workers must serve its own kind of job gets its own pool (as :func:`.epoch.run_epoch` has
+:class:`.pool_threads.EpochPool`: its workers live in its compiled code, so a process that only
+runs epochs compiles that entry point alone). Every module of the package is part of the cache
+stamp, so nothing else is needed to keep the cache fresh.
 """
 
 from .cache import PACKAGE_STAMP, is_cached
