@@ -200,7 +200,8 @@ EXTENSION = Extension(
     # kept for errno's sake; nothing in the kernel reads errno
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-psabi", "-pthread", "-fno-math-errno"],
     extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # fb_pool.h's workers
-    depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h"],
+    depends=["src_kernels/fb_simd.h", "src_kernels/fb_pool.h", "src_kernels/fb_fpenv.h",
+             "src_kernels/fb_rop.h", "src_kernels/_rop.pxi"],
     optional=True,  # an in-place build copies no extension that was not built (BuildExt says why)
 )
 

@@ -20,6 +20,11 @@ the tile; the others through the register-blocked loops of ``fb_simd.h`` (AVX-51
 the CPU has them; the weight gradient of wide-output layers accumulated sample-major). The
 scratch is allocated once per kernel and kept; nothing scales with the number of samples
 except the loops.
+
+Second order (Hessian-vector and Gauss-Newton products, for one direction or a block of them,
+and the output Jacobian: the ``hessp``... methods of :class:`CythonKernel`) is Pearlmutter's
+R-operator on the same plan, tiles and threads: ``_rop.pxi`` (included at the end) drives it,
+``fb_rop.h`` holds its tile loops.
 """
 
 cimport cython
@@ -479,9 +484,13 @@ cdef class CythonKernel:
     cdef char *arena       # 64-byte aligned, inside arena_raw
     cdef char *arena_raw
     cdef long arena_busy
+    cdef char *rop_raw     # the second order's scratch (_rop.pxi), kept like arena
+    cdef idx rop_bytes
+    cdef long rop_busy
 
     def __dealloc__(self):
         free(self.arena_raw)
+        free(self.rop_raw)
 
     def __call__(self, W, X, T, sample_weight, double scale, double l2):
         cdef idx n, k, P = self.plan.n_params, n_coef = self.plan.n_coef
@@ -570,6 +579,32 @@ cdef class CythonKernel:
     def wide(self):
         """Whether the AVX-512 register blocks are used."""
         return bool(self.plan.wide)
+
+    # second order (_rop.pxi): see fastbp.backends for the protocol
+    def hessp(self, W, V, X, T, sample_weight, double scale, double l2):
+        """``H V``: float64 (n_params,) for V of shape (n_params,)."""
+        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, False, False)
+
+    def hessp_block(self, W, V, X, T, sample_weight, double scale, double l2):
+        """``H V[d]`` for each row of V (k, n_params), in one pass over the samples."""
+        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, False, True)
+
+    def gauss_newton_product(self, W, V, X, T, sample_weight, double scale, double l2):
+        """``G V``: float64 (n_params,)."""
+        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, True, False)
+
+    def gauss_newton_block(self, W, V, X, T, sample_weight, double scale, double l2):
+        """``G V[d]`` for each row of V (k, n_params), in one pass over the samples."""
+        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, True, True)
+
+    def output_jacobian(self, W, X, row_scale, out):
+        """Row ``n * n_outputs + j`` of out = ``row_scale[n] * ∂a^L_{n,j}/∂W``."""
+        _jacobian_call(self, W, X, row_scale, out)
+
+    @property
+    def max_directions(self):
+        """Most directions ``Network.hess`` passes to one ``hessp_block`` call."""
+        return max(1, min(MAX_DIRECTIONS, MAX_DIRECTION_VALUES // self.plan.n_params))
 
     cpdef int _n_blocks(self, idx n):
         """Threads used on n samples: enough samples per thread to pay for starting it."""
@@ -693,6 +728,9 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     k.arena = NULL
     k.arena_raw = NULL
     k.arena_busy = 0
+    k.rop_raw = NULL
+    k.rop_bytes = 0
+    k.rop_busy = 0
     return k
 
 
@@ -789,3 +827,7 @@ def set_flush_subnormals(bint enabled):
 def flushing_now():
     """For tests: whether the calling thread flushes subnormals to zero now (outside any call)."""
     return bool(fb_flushing())
+
+
+# ------------------------------------------------------------------------------- second order
+include "_rop.pxi"

@@ -10,6 +10,11 @@ given ``n_threads``). The widest layers multiply their tiles through BLAS
 register-blocked loops that gcc vectorizes, with run-time instruction-set dispatch (AVX-512
 blocks where the CPU has them). See ``src_kernels/_cython_kernels.pyx`` for the algorithm.
 
+The kernel also has the second-order methods of the protocol (``hessp``, ``hessp_block``,
+``gauss_newton_product``, ``gauss_newton_block``, ``output_jacobian``, ``max_directions``):
+Pearlmutter's R-operator on the same tiles, threads and BLAS layers (``src_kernels/_rop.pxi``,
+``src_kernels/fb_rop.h``), each block of directions carried through one pass over the samples.
+
 If the extension was not compiled (installed where no C compiler worked, or a source checkout
 used without ``pip install``), importing this module raises ImportError, so ``"cython"`` is
 missing from :func:`fastbp.available_backends` and asking for it says why: the install records
@@ -128,7 +133,8 @@ class SerialBlasKernel:
     be slow there. So every BLAS call of the kernel runs on a kernel thread, one call at a time:
     the limit is set before and restored after each call (a few microseconds, against calls of
     milliseconds), as ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide
-    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.)
+    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.) The
+    second-order methods are held alike.
     """
 
     def __init__(self, kernel):
@@ -138,7 +144,8 @@ class SerialBlasKernel:
     def __getattr__(self, name):  # n_threads, tile, blas_layers, _n_blocks... of the kernel
         return getattr(self.kernel, name)
 
-    def _serial_blas(self, method, *args):
+    def _serial(self, method, *args):
+        """``method(*args)`` with the BLAS libraries held to one thread."""
         if self._controllers is None:
             self._controllers = _blas_controllers()
         saved = [c.num_threads for c in self._controllers]
@@ -151,13 +158,28 @@ class SerialBlasKernel:
                 c.set_num_threads(n)
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
-        return self._serial_blas(self.kernel, W, X, T, sample_weight, scale, l2)
+        return self._serial(self.kernel, W, X, T, sample_weight, scale, l2)
+
+    # second order (see fastbp.backends): the same, around the kernel's own methods
+    def hessp(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.hessp, W, V, X, T, sample_weight, scale, l2)
+
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.hessp_block, W, V, X, T, sample_weight, scale, l2)
+
+    def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.gauss_newton_product, W, V, X, T, sample_weight, scale, l2)
+
+    def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._serial(self.kernel.gauss_newton_block, W, V, X, T, sample_weight, scale, l2)
+
+    def output_jacobian(self, W, X, row_scale, out):
+        return self._serial(self.kernel.output_jacobian, W, X, row_scale, out)
 
     def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
         """The kernel's epoch (one call, every batch's BLAS products on the kernel's threads),
         with BLAS held to one thread meanwhile, as for a call."""
-        return self._serial_blas(self.kernel.run_epoch, W, X, T, sample_weight, order, batch_size, alpha,
-                                 optimizer)
+        return self._serial(self.kernel.run_epoch, W, X, T, sample_weight, order, batch_size, alpha, optimizer)
 
 
 class CythonBackend:
