@@ -41,15 +41,19 @@ from .pool import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
 
 # ------------------------------------------------------------------------ the pool in Python
 class Pool:
-    """The worker threads serving one compute dtype (see the module docstring).
+    """The worker threads serving one compute dtype and one entry point (see the module docstring).
 
-    Use :func:`get_pool`; a call goes ``pool.acquire(n_slots)`` → :func:`run` → ``pool.release()``.
+    Use :func:`get_pool`; a call goes ``pool.acquire(n_slots)`` → the entry point → ``pool.release()``.
+    ``serve(dtype, ctl, slot, spin_cycles)`` runs the entry point as worker ``slot`` of the pool
+    whose control array is ``ctl`` and returns the last generation it saw (default: the gradient's
+    :func:`run`, through :func:`serve_gradient`).
     """
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, serve=None, name="fastbp-numba"):
         self.dtype = np.dtype(dtype)
         self.ctl = np.zeros(CTL_LEN, dtype=np.int64)
-        self._placeholders = placeholders(self.dtype)
+        self._serve_entry = serve_gradient if serve is None else serve
+        self.name = name
         self._reset()
 
     def _reset(self):
@@ -78,8 +82,7 @@ class Pool:
         self._job_lock.release()
 
     def _serve_once(self, slot, spin_cycles):
-        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
-        return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, self.ctl, job, slot, None)[0]
+        return self._serve_entry(self.dtype, self.ctl, slot, spin_cycles)
 
     def _start(self, n_workers):
         # compile (or load) the workers' code here, not in a worker: a daemon thread still
@@ -88,7 +91,7 @@ class Pool:
         self._serve_once(MAX_SLOTS, 0)
         while self.n_workers < min(n_workers, MAX_SLOTS - 1):
             self.n_workers += 1
-            t = threading.Thread(target=self._serve, args=(self.n_workers,), name=f"fastbp-numba-{self.n_workers}")
+            t = threading.Thread(target=self._serve, args=(self.n_workers,), name=f"{self.name}-{self.n_workers}")
             t.daemon = True
             t.start()
 
@@ -102,6 +105,18 @@ class Pool:
                 while self._ticket == ticket:
                     cond.wait()
                 self.sleepers -= 1
+
+
+_PLACEHOLDERS = {}
+
+
+def serve_gradient(dtype, ctl, slot, spin_cycles):
+    """Worker ``slot`` of the pool ``ctl`` in the gradient's entry point :func:`run`."""
+    args = _PLACEHOLDERS.get(dtype.str)
+    if args is None:
+        args = _PLACEHOLDERS.setdefault(dtype.str, placeholders(dtype))
+    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = args
+    return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, ctl, job, slot, None)[0]
 
 
 def placeholders(dtype):
@@ -130,13 +145,15 @@ _POOLS = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(dtype):
-    """The process's pool for ``dtype`` (created on first use)."""
-    key = np.dtype(dtype).str
+def get_pool(dtype, serve=None, name="fastbp-numba"):
+    """The process's pool for ``dtype`` and the entry point that ``serve`` runs (default: the
+    gradient's), created on first use. An entry point's workers live in its compiled code, so
+    every entry point that runs jobs on threads has its own pool."""
+    key = (np.dtype(dtype).str, serve)
     pool = _POOLS.get(key)
     if pool is None:
         with _POOLS_LOCK:
-            pool = _POOLS.setdefault(key, Pool(dtype))
+            pool = _POOLS.setdefault(key, Pool(dtype, serve, name))
     return pool
 
 

@@ -1,0 +1,272 @@
+"""The entry points of second order: :func:`run_curvature` (H V and G V for a block of directions) and
+:func:`output_jacobian` (the per-sample Jacobian of the output pre-activations).
+
+Each is its own compiled function, separate from the gradient's :func:`.driver.run`: a process
+that only fits by the gradient never compiles them, and compiling them does not slow the
+gradient's first call. They compile on their first call (per dtype; cached to disk like the
+rest of the package).
+
+Threads: :func:`run_curvature` splits the samples into blocks and runs them on the calling
+thread and the workers of its own pool (:func:`curvature_pool`): a worker of a pool lives in the
+compiled code of one entry point (:func:`.pool._serve` with that entry point's block kernel), so
+the gradient's workers cannot run the R-operator's blocks without compiling it into the
+gradient's entry point. Each pool's workers sleep after about half a millisecond without a job,
+so an optimizer alternating gradients and Hessian-vector products has the other pool's workers
+spinning only for that long after a switch (they call ``sched_yield`` as they spin). Networks with
+a BLAS layer run one block and let BLAS use the cores, as the gradient does. Results depend on the
+number of blocks only (each block sums into its own float64 row; rows reduced in block order):
+bit-identical for given inputs and thread count.
+
+:func:`output_jacobian` runs on the calling thread: its output (n · n_outputs rows of n_params)
+is written once, and is what costs.
+"""
+
+import numpy as np
+from numba import njit
+
+from .activations import activate_rows
+from .jit import _JIT
+from .meta import H_ACT, H_L, H_NCOEF, H_NPARAMS, H_TILE, H_ZSIZE, HEADER, PAD
+from .pool import (
+    C_DONE,
+    C_JOB,
+    C_MAINCPU,
+    C_STATE,
+    JOB_LEN,
+    _address,
+    _claim,
+    _fill_job,
+    _getcpu,
+    _load_acquire,
+    _relax,
+    _run_block,
+    _sched_yield,
+    _serve,
+    _store_release,
+)
+from .roperator import _rchunk_rows, _rchunk_units, rbase
+from .tile_products import mm_flat
+
+
+@njit(**_JIT)
+def _direction_flags(V, meta, rmeta):
+    """The call's part of meta (see :mod:`.roperator`): k, then per direction whether it is
+    nonzero on each layer's coefficients or intercepts, and its first such layer."""
+    L = meta[H_L]
+    n1 = L + 1
+    CO = HEADER + 2 * n1
+    IO = HEADER + 3 * n1
+    FL = rbase(L) + 2
+    k = V.shape[0]
+    for d in range(k):
+        first = L
+        for layer in range(L - 1, -1, -1):
+            nz = 0
+            for p in range(meta[CO + layer], meta[CO + layer + 1]):
+                if V[d, p] != 0.0:
+                    nz = 1
+                    break
+            if nz == 0:
+                for p in range(meta[IO + layer], meta[IO + layer + 1]):
+                    if V[d, p] != 0.0:
+                        nz = 1
+                        break
+            rmeta[FL + d * n1 + layer] = nz
+            if nz:
+                first = layer
+        rmeta[FL + d * n1 + L] = first
+
+
+@njit(**_JIT)
+def _curvature_epilogue(V, gbuf, n_blocks, meta, scale, l2):
+    """Reduce the blocks' rows in block order, scale, and add 2 λ V on the coefficients: (k, P)."""
+    k, P = V.shape
+    n_coef = meta[H_NCOEF]
+    acc = gbuf[0, : k * P].copy()
+    for b in range(1, n_blocks):
+        row = gbuf[b]
+        for c in range(k * P):
+            acc[c] += row[c]
+    out = np.empty((k, P), dtype=np.float64)
+    for d in range(k):
+        for p in range(P):
+            out[d, p] = scale * acc[d * P + p]
+        for p in range(n_coef):
+            out[d, p] += 2.0 * l2 * V[d, p]
+    return out
+
+
+@njit(**_JIT)
+def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gauss_newton, n_blocks, n_slots, ctl,
+                  job, slot, rows):
+    """``H V[d]`` (``gauss_newton`` 0) or ``G V[d]`` (1) for every row of ``V``, as a new float64
+    (k, n_params) array (``slot = 0``), or the life of worker ``slot`` (> 0) of the pool ``ctl``.
+
+    ``V``: float64 (k, n_params). ``meta``: the layout with the R kernels' tile; ``rmeta``: int64
+    scratch of ``rbase(L) + 2 + k (L + 1)`` entries, which receives the layout and the call's part
+    (:mod:`.roperator`). ``Wc``: compute-dtype scratch of (k + 1) n_params, which receives W and
+    V. ``gbuf``: (at least ``n_blocks``, k n_params) float64, one row per block. ``zd``/``ws``:
+    one row per slot (:func:`.roperator.r_scratch_sizes`). ``rows``: None for unit-major networks,
+    an (empty) array for sample-major BLAS networks (one block, BLAS's threads); Numba prunes the
+    branches of ``rows is None`` when it is None. The rest as :func:`.driver.run`; a worker
+    returns ``(the last generation seen, an empty array)``, the caller ``(0.0, result)``.
+    """
+    marker = Wc[:0]
+    if rows is None:
+        if slot > 0:
+            return float(_serve(ctl, slot, marker, n_blocks, _rchunk_units)), np.empty((0, 0), dtype=np.float64)
+    k, P = V.shape
+    for p in range(P):
+        Wc[p] = W[p]
+    for d in range(k):
+        for p in range(P):
+            Wc[(d + 1) * P + p] = V[d, p]
+    RB = rbase(meta[H_L])
+    for i in range(RB):
+        rmeta[i] = meta[i]
+    rmeta[RB] = k
+    rmeta[RB + 1] = gauss_newton
+    _direction_flags(V, meta, rmeta)
+    _fill_job(job, X, T, sw, rmeta, zd, ws, gbuf, Wc, n_blocks)
+    if rows is None:
+        if n_slots > 1 and n_blocks > 1:
+            ctl[C_DONE] = 0
+            ctl[C_JOB] = _address(job)
+            gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
+            ctl[C_MAINCPU] = _getcpu()
+            _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
+            _claim(ctl, gen, 0, marker, _rchunk_units)
+            spins = 0
+            while _load_acquire(ctl, C_DONE) < n_blocks:
+                _relax()
+                spins += 1
+                if spins & 63 == 0:
+                    _sched_yield()
+        else:
+            for b in range(n_blocks):
+                _run_block(job, b, 0, marker, _rchunk_units)
+    else:
+        for b in range(n_blocks):
+            _run_block(job, b, 0, marker, _rchunk_rows)
+    return 0.0, _curvature_epilogue(V, gbuf, n_blocks, meta, scale, l2)
+
+
+def curvature_placeholders(dtype):
+    """Arrays of the types a call passes to :func:`run_curvature` (W, V, X, T, sw, meta, rmeta, zd,
+    ws, gbuf, Wc, job): the backend passes V, X, T, sw and meta read-only, the rest writable."""
+
+    def readonly(a):
+        a.setflags(write=False)
+        return a
+
+    return (
+        np.zeros(0),
+        readonly(np.zeros((0, 0))),
+        readonly(np.zeros((0, 0), dtype=dtype)),
+        readonly(np.zeros((0, 0), dtype=dtype)),
+        readonly(np.zeros(0)),
+        readonly(np.zeros(0, dtype=np.int64)),
+        np.zeros(0, dtype=np.int64),
+        np.zeros((0, 0), dtype=dtype),
+        np.zeros((0, 0)),
+        np.zeros((0, 0)),
+        np.zeros(0, dtype=dtype),
+        np.zeros(JOB_LEN, dtype=np.int64),
+    )
+
+
+_PLACEHOLDERS = {}
+
+
+def serve_curvature(dtype, ctl, slot, spin_cycles):
+    """Worker ``slot`` of the pool ``ctl`` in :func:`run_curvature` (``serve`` of its pool)."""
+    args = _PLACEHOLDERS.get(dtype.str)
+    if args is None:
+        args = _PLACEHOLDERS.setdefault(dtype.str, curvature_placeholders(dtype))
+    W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, job = args
+    return run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, spin_cycles, 0, ctl, job,
+                         slot, None)[0]
+
+
+def curvature_pool(dtype):
+    """The process's pool of :func:`run_curvature` workers for ``dtype``."""
+    from .pool_threads import get_pool
+
+    return get_pool(dtype, serve_curvature, "fastbp-numba-rop")
+
+
+@njit(**_JIT)
+def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
+    """Row ``n · m + j`` of ``out`` (float64, (n · m, n_params)) ← ``row_scale[n] · ∂a^L_{n,j}/∂W``.
+
+    Unit-major tiles of ``meta`` (its tile; ``zd``: 2 ``meta[H_ZSIZE]`` of the compute dtype,
+    ``Wc``: n_params): the forward pass once per tile, then per output j a backward pass from
+    δ^L = row_scale · e_j, whose z^l δ^{l+1}ᵀ and δ^{l+1} are written per sample into the row (a
+    coefficient (i, j') of layer l: z^l_i δ^{l+1}_{j'}, its intercept: δ^{l+1}_{j'}; products in
+    float64). Every entry of ``out`` is written.
+    """
+    L = meta[H_L]
+    act = meta[H_ACT]
+    tile = meta[H_TILE]
+    P = meta[H_NPARAMS]
+    zsize = meta[H_ZSIZE]
+    n1 = L + 1
+    SZ = HEADER
+    ZO = HEADER + n1
+    CO = HEADER + 2 * n1
+    IO = HEADER + 3 * n1
+    DO = zsize
+    n, n0 = X.shape
+    m = meta[SZ + L]
+    zo_L = meta[ZO + L]
+    widest = 0
+    for layer in range(1, L + 1):
+        widest = max(widest, meta[SZ + layer])
+    dcol = np.empty(widest, dtype=np.float64)
+    sig1 = 10 + act if act != 0 else 0
+    for p in range(P):
+        Wc[p] = W[p]
+    for t0 in range(0, n, tile):
+        tsx = min(tile, n - t0)
+        ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
+        for s in range(tsx):
+            for i in range(n0):
+                zd[i * ts + s] = X[t0 + s, i]
+        for i in range(n0):
+            for s in range(tsx, ts):
+                zd[i * ts + s] = 0
+        for layer in range(L - 1):  # the hidden layers' z (a^L is not needed)
+            n_in = meta[SZ + layer]
+            n_out = meta[SZ + layer + 1]
+            zo_out = meta[ZO + layer + 1]
+            fin = 3 if act == 3 else 0
+            co = meta[CO + layer]
+            Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
+            mm_flat(Wt, Wc, meta[IO + layer], zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, 0)
+            if fin == 0:
+                activate_rows(act, zd, zo_out, n_out * ts)
+        for j in range(m):
+            for q in range(m * ts):
+                zd[DO + zo_L + q] = 0
+            for s in range(tsx):
+                zd[DO + zo_L + j * ts + s] = row_scale[t0 + s]
+            for layer in range(L - 1, -1, -1):
+                n_in = meta[SZ + layer]
+                n_out = meta[SZ + layer + 1]
+                zo_in = meta[ZO + layer]
+                zo_out = meta[ZO + layer + 1]
+                co = meta[CO + layer]
+                io = meta[IO + layer]
+                for s in range(tsx):
+                    row = out[(t0 + s) * m + j]
+                    for jj in range(n_out):
+                        dcol[jj] = np.float64(zd[DO + zo_out + jj * ts + s])
+                        row[io + jj] = dcol[jj]
+                    for i in range(n_in):
+                        zi = np.float64(zd[zo_in + i * ts + s])
+                        base = co + i * n_out
+                        for jj in range(n_out):
+                            row[base + jj] = zi * dcol[jj]
+                if layer > 0:
+                    Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
+                    mm_flat(Wl, Wc, -1, zd, DO + zo_out, zd, DO + zo_in, ts, sig1, zd, zo_in)
