@@ -31,64 +31,82 @@ from .transcendental import exp1
 
 
 @njit(**_MATH)
-def prepare_output(code, A, T, t0, ts, sw, D, need_delta, lam, f):
+def prepare_output(code, A, T, t0, ts, sw, D, need_delta, lam, f, u, v):
     """Λ's ingredients of a tile and (when ``need_delta``) δ^L into ``D``.
 
     ``A``, ``D``: (m, tsp) output pre-activations and deltas (compute dtype), the first ``ts``
     columns samples (rows ``t0``... of the whole targets ``T`` and weights ``sw``, empty when
     unweighted), the rest padding. ``lam``: float64 (m, tsp), receives s_n Λ's diagonal (identity,
     logistic, exponential) or π = softmax(a) (softmax); ``f``: float64 (tsp,), receives the
-    softmax's per-sample factor s_n Σ_j t_j (unused otherwise).
+    softmax's per-sample factor s_n Σ_j t_j (unused otherwise); ``u``, ``v``: float64 (tsp,)
+    scratch. Every loop runs over the samples of one unit, without branches, so that it
+    vectorizes with e^x inlined.
     """
     m, tsp = A.shape
-    has_sw = sw.shape[0] > 0
+    w = u  # the samples' weights, 0 for padding
+    if sw.shape[0] > 0:
+        for s in range(ts):
+            w[s] = sw[t0 + s]
+    else:
+        for s in range(ts):
+            w[s] = 1.0
+    for s in range(ts, tsp):
+        w[s] = 0.0
     if code == 2:
+        amax = f
+        total = v
         for s in range(tsp):
-            if s >= ts:
-                f[s] = 0.0
-                for k in range(m):
-                    lam[k, s] = 0.0
-                    if need_delta:
-                        D[k, s] = 0
-                continue
-            w = sw[t0 + s] if has_sw else 1.0
-            amax = np.float64(A[0, s])
-            for k in range(1, m):
-                amax = max(amax, np.float64(A[k, s]))
-            sum_e = 0.0
-            tsum = 0.0
-            for k in range(m):
-                e = exp1(np.float64(A[k, s]) - amax)
+            amax[s] = np.float64(A[0, s])
+        for k in range(1, m):
+            for s in range(tsp):
+                amax[s] = max(amax[s], np.float64(A[k, s]))
+        for s in range(tsp):
+            total[s] = 0.0
+        for k in range(m):
+            for s in range(tsp):
+                e = exp1(np.float64(A[k, s]) - amax[s])
                 lam[k, s] = e
-                sum_e += e
-                tsum += np.float64(T[t0 + s, k])
+                total[s] += e
+        for k in range(m):
+            for s in range(tsp):
+                lam[k, s] = lam[k, s] / total[s]
+        # f = s_n Σ_j t_j (amax is no longer needed)
+        for s in range(tsp):
+            f[s] = 0.0
+        for k in range(m):
+            for s in range(ts):
+                f[s] += np.float64(T[t0 + s, k])
+        for s in range(tsp):
+            f[s] *= w[s]
+        if need_delta:
             for k in range(m):
-                lam[k, s] = lam[k, s] / sum_e
-            f[s] = w * tsum
-            if need_delta:
-                for k in range(m):
-                    D[k, s] = f[s] * lam[k, s] - w * np.float64(T[t0 + s, k])
+                for s in range(ts):
+                    D[k, s] = f[s] * lam[k, s] - w[s] * np.float64(T[t0 + s, k])
+                for s in range(ts, tsp):
+                    D[k, s] = 0
         return
     for k in range(m):
-        for s in range(tsp):
-            w = 0.0
-            if s < ts:
-                w = sw[t0 + s] if has_sw else 1.0
-            a = np.float64(A[k, s])
-            t = np.float64(T[t0 + s, k]) if s < ts else 0.0
-            if code == 1:
+        if code == 1:
+            for s in range(tsp):
+                a = np.float64(A[k, s])
                 e = exp1(-abs(a))
-                p = (1.0 if a >= 0 else e) / (1.0 + e)
                 q = 1.0 + e
-                lam[k, s] = w * (e / (q * q))
-            elif code == 3:
-                p = exp_overflowing(a)
-                lam[k, s] = w * p if w > 0.0 else 0.0  # not 0 · inf
-            else:
-                p = a
-                lam[k, s] = w
-            if need_delta:
-                D[k, s] = w * (p - t) if w > 0.0 else 0.0
+                lam[k, s] = w[s] * (e / (q * q))
+                v[s] = (1.0 if a >= 0 else e) / q
+        elif code == 3:
+            for s in range(tsp):
+                p = exp_overflowing(np.float64(A[k, s]))
+                lam[k, s] = w[s] * p if w[s] > 0.0 else 0.0  # not 0 · inf
+                v[s] = p
+        else:
+            for s in range(tsp):
+                lam[k, s] = w[s]
+                v[s] = np.float64(A[k, s])
+        if need_delta:
+            for s in range(ts):
+                D[k, s] = w[s] * (v[s] - np.float64(T[t0 + s, k])) if w[s] > 0.0 else 0.0
+            for s in range(ts, tsp):
+                D[k, s] = 0
 
 
 @njit(**_MATH)

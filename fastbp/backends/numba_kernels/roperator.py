@@ -43,7 +43,7 @@ So memory is a few tiles whatever k and n, and the k directions cost one pass ov
 Scratch (per thread; Z the tile layout of :mod:`.meta` with this kernel's tile): in the compute
 dtype five arrays of ``meta[H_ZSIZE]``: z, δ, C (c(z) ⊙ W δ), R{z} (R{a} at the output), R{δ};
 sample-major adds a gemm product of ``meta[H_GSIZE]`` and one layer of a tile (the V terms);
-in float64 Λ's ingredients (m + 2 rows of a tile) and a throw-away bias row.
+in float64 Λ's ingredients (m + 3 rows of a tile) and a throw-away bias row.
 """
 
 import numpy as np
@@ -54,8 +54,14 @@ from .backprop import _bias_rows, _grad_rows
 from .curvature import apply_curvature, prepare_output
 from .jit import _JIT
 from .meta import H_ACT, H_GSIZE, H_L, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, PAD
-from .rproducts import add_product, mm2_flat, split_backward
+from .rproducts import add_product, finish_rows, mm2_flat, sparse_backward, sparse_forward, split_backward
 from .tile_products import grad_acc, mm_flat
+
+#: What a direction is on a layer (its entry in the call's part of meta): zero there, dense, or
+#: sparse (at most 1/SPARSE_RATIO of the layer's coefficients nonzero: a unit direction of the
+#: dense Hessian), whose V terms the unit-major kernel adds entry by entry instead of by products.
+ZERO, DENSE, SPARSE = 0, 1, 2
+SPARSE_RATIO = 4
 
 
 @njit(**_JIT)
@@ -70,7 +76,7 @@ def scratch_sizes(sizes, tile, zsize, gsize, rows):
     widest = max(int(s) for s in sizes[1:])
     m = int(sizes[-1])
     csize = 5 * zsize + ((gsize + tile * widest) if rows else 0)
-    return csize, m * tile + 2 * tile + max(widest, int(sizes[0])) + 8
+    return csize, m * tile + 3 * tile + max(widest, int(sizes[0])) + 8
 
 
 @njit(**_JIT)
@@ -99,7 +105,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     n0 = meta[SZ]
     m = meta[SZ + L]
     zo_L = meta[ZO + L]
-    junk = ws[m * tile + 2 * tile :]
+    junk = ws[m * tile + 3 * tile :]
     sig1 = 10 + act if act != 0 else 0  # finish: · σ'(a), from z
     for t0 in range(s_begin, s_end, tile):
         tsx = min(tile, s_end - t0)
@@ -130,17 +136,22 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
         lam = ws[: m * ts].reshape((m, ts))
         f = ws[m * tile : m * tile + ts]
         q = ws[m * tile + tile : m * tile + tile + ts]
-        prepare_output(out, AL, T, t0, tsx, sw, DL, exact, lam, f)
+        u = ws[m * tile + 2 * tile : m * tile + 2 * tile + ts]
+        prepare_output(out, AL, T, t0, tsx, sw, DL, exact, lam, f, q, u)
         if exact:
-            # δ^l = σ'(a^l) ⊙ W_l δ^{l+1} and C^l = c(z^l) ⊙ W_l δ^{l+1}, shared by the directions
+            # δ^l = σ'(a^l) ⊙ W_l δ^{l+1}, shared by the directions, and (logistic, tanh) the σ''
+            # term's factor C^l = c(z^l) ⊙ W_l δ^{l+1}
             for layer in range(L - 1, 0, -1):
                 n_in = meta[SZ + layer]
                 n_out = meta[SZ + layer + 1]
                 zo_in = meta[ZO + layer]
                 co = meta[CO + layer]
                 Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
-                mm_flat(Wl, Wc, -1, zd, DO + meta[ZO + layer + 1], zd, CB + zo_in, ts, 0, zd, 0)
-                split_backward(act, zd, zo_in, zd, CB + zo_in, zd, DO + zo_in, n_in * ts)
+                if act == 1 or act == 2:
+                    mm_flat(Wl, Wc, -1, zd, DO + meta[ZO + layer + 1], zd, CB + zo_in, ts, 0, zd, 0)
+                    split_backward(act, zd, zo_in, zd, CB + zo_in, zd, DO + zo_in, n_in * ts)
+                else:
+                    mm_flat(Wl, Wc, -1, zd, DO + meta[ZO + layer + 1], zd, DO + zo_in, ts, sig1, zd, zo_in)
         for d in range(k):
             flags = FL + d * n1
             first = meta[flags + L]
@@ -156,13 +167,24 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 zo_out = meta[ZO + layer + 1]
                 fin = sig1 if layer < L - 1 else 0
                 co = meta[CO + layer]
+                vb = vo + meta[IO + layer]
+                kind = meta[flags + layer]
                 Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
                 Vt = Wc[vo + co : vo + co + n_in * n_out].reshape((n_in, n_out)).T
-                vb = vo + meta[IO + layer]
-                if layer == first:  # R{z^l} = 0
-                    mm_flat(Vt, Wc, vb, zd, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
-                elif meta[flags + layer]:
-                    mm2_flat(Wt, Vt, Wc, vb, zd, RZ + zo_in, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
+                if kind == DENSE:
+                    if layer == first:  # R{z^l} = 0
+                        mm_flat(Vt, Wc, vb, zd, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
+                    else:
+                        mm2_flat(Wt, Vt, Wc, vb, zd, RZ + zo_in, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
+                elif kind == SPARSE:
+                    if layer == first:
+                        for e in range(n_out * ts):
+                            zd[RZ + zo_out + e] = 0
+                    else:
+                        mm_flat(Wt, Wc, -1, zd, RZ + zo_in, zd, RZ + zo_out, ts, 0, zd, 0)
+                    sparse_forward(Wc, vo + co, vb, n_in, n_out, zd, zo_in, zd, RZ + zo_out, ts)
+                    if fin != 0:
+                        finish_rows(fin, zd, RZ + zo_out, zd, zo_out, n_out * ts)
                 else:
                     mm_flat(Wt, Wc, -1, zd, RZ + zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
             # output: R{δ^L} = s_n Λ R{a^L}
@@ -189,9 +211,15 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 if layer == 0:
                     break
                 Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
-                if exact and meta[flags + layer]:
+                kind = meta[flags + layer] if exact else ZERO
+                if kind == DENSE:
                     Vl = Wc[vo + co : vo + co + n_in * n_out].reshape((n_in, n_out))
                     mm2_flat(Wl, Vl, Wc, -1, zd, RD + zo_out, DO + zo_out, zd, RD + zo_in, ts, sig1, zd, zo_in)
+                elif kind == SPARSE:
+                    mm_flat(Wl, Wc, -1, zd, RD + zo_out, zd, RD + zo_in, ts, 0, zd, 0)
+                    sparse_backward(Wc, vo + co, n_in, n_out, zd, DO + zo_out, zd, RD + zo_in, ts)
+                    if sig1 != 0:
+                        finish_rows(sig1, zd, RD + zo_in, zd, zo_in, n_in * ts)
                 else:
                     mm_flat(Wl, Wc, -1, zd, RD + zo_out, zd, RD + zo_in, ts, sig1, zd, zo_in)
                 if rz and (act == 1 or act == 2):
@@ -231,7 +259,7 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     TMP = zd[5 * zsize + gsize :]
     m = meta[SZ + L]
     zo_L = meta[ZO + L]
-    junk = ws[m * tile + 2 * tile :]
+    junk = ws[m * tile + 3 * tile :]
     for t0 in range(s_begin, s_end, tile):
         ts = min(tile, s_end - t0)
         X0 = X[t0 : t0 + ts]
@@ -256,7 +284,8 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
         lam = ws[: m * ts].reshape((m, ts))
         f = ws[m * tile : m * tile + ts]
         q = ws[m * tile + tile : m * tile + tile + ts]
-        prepare_output(out, AL.T, T, t0, ts, sw, DL.T, exact, lam, f)
+        u = ws[m * tile + 2 * tile : m * tile + 2 * tile + ts]
+        prepare_output(out, AL.T, T, t0, ts, sw, DL.T, exact, lam, f, q, u)
         if exact:
             for layer in range(L - 1, 0, -1):
                 n_in = meta[SZ + layer]

@@ -14,7 +14,7 @@ from numba import njit
 
 from .jit import _JIT
 from .tile_products import _fin
-from .vec8 import ld, vfma, vld, vmul, vmuladd, vsplat, vst, vsub
+from .vec8 import ld, vadd, vfma, vld, vmul, vmuladd, vsplat, vst, vsub
 
 
 @njit(**_JIT)
@@ -236,3 +236,46 @@ def add_product(A, ao, B, bo, C, co, n):
         vst(A, ao + q, vmuladd(vld(B, bo + q), vld(C, co + q), vld(A, ao + q)))
     for q in range(n8, n):
         A[ao + q] += B[bo + q] * C[co + q]
+
+
+@njit(**_JIT)
+def finish_rows(mode, A, ao, Zd, zdo, n):
+    """``A[ao : ao + n]`` finished in place by :func:`.tile_products._fin` (``mode`` 11–13: times
+    σ'(a) written from z = ``Zd[zdo:]``); ``n`` a multiple of 8."""
+    for q in range(0, n, 8):
+        vst(A, ao + q, _fin(mode, vld(A, ao + q), Zd, zdo + q))
+
+
+@njit(**_JIT)
+def sparse_forward(Wc, vc, vb, n_in, n_out, Z, zi, A, ao, ts):
+    """A[j, :] += Σ_i V[i, j] Z[i, :] + Vb[j] over the nonzero entries of a sparse V (the layer's
+    coefficients at ``Wc[vc:]``, (n_in, n_out) row-major, intercepts at ``Wc[vb:]``): a unit
+    direction of the dense Hessian costs one row instead of a product. Rows of ``ts``."""
+    for i in range(n_in):
+        for j in range(n_out):
+            v = Wc[vc + i * n_out + j]
+            if v != 0:
+                zrow = zi + i * ts
+                arow = ao + j * ts
+                for s in range(0, ts, 8):
+                    vst(A, arow + s, vfma(vld(Z, zrow + s), v, vld(A, arow + s)))
+    for j in range(n_out):
+        v = Wc[vb + j]
+        if v != 0:
+            arow = ao + j * ts
+            for s in range(0, ts, 8):
+                vst(A, arow + s, vadd(vld(A, arow + s), v))
+
+
+@njit(**_JIT)
+def sparse_backward(Wc, vc, n_in, n_out, D, do, A, ao, ts):
+    """A[i, :] += Σ_j V[i, j] D[j, :] over the nonzero entries of a sparse V (the layer's
+    coefficients at ``Wc[vc:]``, (n_in, n_out) row-major). Rows of ``ts``."""
+    for i in range(n_in):
+        for j in range(n_out):
+            v = Wc[vc + i * n_out + j]
+            if v != 0:
+                drow = do + j * ts
+                arow = ao + i * ts
+                for s in range(0, ts, 8):
+                    vst(A, arow + s, vfma(vld(D, drow + s), v, vld(A, arow + s)))

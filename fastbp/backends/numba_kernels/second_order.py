@@ -44,16 +44,17 @@ from .pool import (
     _serve,
     _store_release,
 )
-from .roperator import _rchunk_rows, _rchunk_units, rbase
+from .roperator import DENSE, SPARSE, SPARSE_RATIO, ZERO, _rchunk_rows, _rchunk_units, rbase
 from .tile_products import mm_flat
 
 
 @njit(**_JIT)
 def _direction_flags(V, meta, rmeta):
-    """The call's part of meta (see :mod:`.roperator`): k, then per direction whether it is
-    nonzero on each layer's coefficients or intercepts, and its first such layer."""
+    """The call's part of meta (see :mod:`.roperator`): per direction what it is on each layer
+    (coefficients and intercepts together: ZERO, DENSE or SPARSE), then its first nonzero layer."""
     L = meta[H_L]
     n1 = L + 1
+    SZ = HEADER
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
     FL = rbase(L) + 2
@@ -61,19 +62,19 @@ def _direction_flags(V, meta, rmeta):
     for d in range(k):
         first = L
         for layer in range(L - 1, -1, -1):
-            nz = 0
+            nnz = 0
             for p in range(meta[CO + layer], meta[CO + layer + 1]):
                 if V[d, p] != 0.0:
-                    nz = 1
-                    break
-            if nz == 0:
-                for p in range(meta[IO + layer], meta[IO + layer + 1]):
-                    if V[d, p] != 0.0:
-                        nz = 1
-                        break
-            rmeta[FL + d * n1 + layer] = nz
-            if nz:
+                    nnz += 1
+            for p in range(meta[IO + layer], meta[IO + layer + 1]):
+                if V[d, p] != 0.0:
+                    nnz += 1
+            kind = ZERO
+            if nnz > 0:
                 first = layer
+                dense = nnz * SPARSE_RATIO > meta[SZ + layer] * meta[SZ + layer + 1]
+                kind = DENSE if dense else SPARSE
+            rmeta[FL + d * n1 + layer] = kind
         rmeta[FL + d * n1 + L] = first
 
 
