@@ -11,6 +11,13 @@ the buffers are added in block order. The same inputs and ``n_threads`` therefor
 bit-identical results, however many threads actually ran. The blocks run on the calling thread
 and the workers of :mod:`fastbp.backends.numba_kernels.pool_threads` (why not ``prange``: see
 there). Networks with a BLAS layer run one block and let BLAS use the cores.
+
+Second order (``hessp``, ``hessp_block``, ``gauss_newton_product``, ``gauss_newton_block``,
+``output_jacobian``: the protocol of :mod:`fastbp.backends`) runs the R-operator's kernels
+(:mod:`.numba_kernels.roperator`) through their own entry point and pool
+(:mod:`.numba_kernels.second_order`), with the same blocks and determinism; what they need (a
+layout with their own, smaller tile: five arrays a tile instead of two; per-thread scratch) is
+prepared on the first second-order call, so a gradient-only fit neither compiles nor allocates it.
 """
 
 from __future__ import annotations

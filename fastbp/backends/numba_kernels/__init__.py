@@ -18,6 +18,11 @@ One module per concept, from the bottom up:
 :mod:`.pool`           the thread pool's compiled half: claiming and serving blocks
 :mod:`.driver`         the entry point :func:`~.driver.run`, for the caller and the workers
 :mod:`.pool_threads`   the thread pool's Python half: worker threads, sleep and wake, fork
+:mod:`.curvature`      second order: δ^L and the loss's curvature Λ R{a^L} of each output kind
+:mod:`.rproducts`      second order: two-term tile products, the σ'' term, sparse directions
+:mod:`.roperator`      second order: block kernels of the R-operator (H V, G V for k directions)
+:mod:`.second_order`   second order: entry points :func:`~.second_order.run_curvature` (with its
+                       own pool) and :func:`~.second_order.output_jacobian`
 =====================  =========================================================================
 
 How the work is laid out
@@ -41,8 +46,10 @@ Adding to it
 ------------
 A new computation over the samples is a new block kernel (the signature is in :mod:`.backprop`)
 and, when it needs one, a new entry point beside :func:`~.driver.run` that passes its block kernel
-to the pool's ``_claim``/``_serve``/``_run_block``. The passes of the R-operator (Hessian-vector
-products: R{a}, R{z} forward, R{δ} backward) go in a module ``roperator``; an optimizer's epoch
+to the pool's ``_claim``/``_serve``/``_run_block`` (and, to run on threads, its own pool:
+:func:`.pool_threads.get_pool` with the function that serves it, as :mod:`.second_order` does).
+The passes of the R-operator (Hessian-vector products: R{a}, R{z} forward, R{δ} backward) are in
+:mod:`.roperator`, behind their own entry point, so the gradient's compiles none of them; an optimizer's epoch
 (scikit-learn's SGD and Adam: one compiled call per epoch, minibatch gradients by the block
 kernels, then the step) in a module ``epoch``, its update rules in ``optimizers``. Every module of
 the package is part of the cache stamp, so nothing else is needed to keep the cache fresh.

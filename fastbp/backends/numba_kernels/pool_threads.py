@@ -20,6 +20,12 @@ against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.
 * A job names its arrays by address in a small int64 table (:data:`JOB_LEN` slots), so the
   workers, started once, serve any network of their dtype. Every thread rebuilds the arrays from
   that table, so the kernels are compiled once per dtype, whoever runs them.
+* A worker lives in the compiled code of one entry point, running that entry point's block
+  kernel; so each entry point that runs jobs on threads has its own pool (:func:`get_pool`'s
+  ``serve``): the gradient's :func:`.driver.run` and second order's
+  :func:`.second_order.run_curvature`. Keeping them apart keeps the gradient's compiled code as
+  it is; the price is that after a switch from one kind of call to the other the first pool's
+  workers spin (yielding) for their half millisecond while the second's work.
 
 The pool is the same algorithm as the Cython backend's ``src_kernels/fb_pool.h``, written with
 Numba's compiled code and llvmlite atomics. The compiled part is :mod:`.pool` (inlined into the
