@@ -193,13 +193,13 @@ class NumbaKernel:
         return max(1, min(MAX_DIRECTIONS, R_BLOCK_VALUES // per_direction))
 
     def hessp(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, V.reshape(1, -1), X, T, sample_weight, scale, l2, 0)[0]
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 0)[0]
 
     def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
         return self._curvature(W, V, X, T, sample_weight, scale, l2, 0)
 
     def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, V.reshape(1, -1), X, T, sample_weight, scale, l2, 1)[0]
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 1)[0]
 
     def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
         return self._curvature(W, V, X, T, sample_weight, scale, l2, 1)
@@ -261,6 +261,13 @@ class NumbaKernel:
         finally:
             if locked:
                 jac.lock.release()
+
+
+def _one_row(V):
+    """``V`` (n_params,) as a read-only (1, n_params) view (a new view: the caller's flags stay)."""
+    v = V.reshape(1, -1)  # always a new array object (a view, or a copy of a strided V)
+    v.setflags(write=False)
+    return v
 
 
 def _r_tile(kernel, sizes, rows):
