@@ -225,6 +225,8 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
         widest = max(widest, meta[SZ + layer])
     dcol = np.empty(widest, dtype=np.float64)
     sig1 = 10 + act if act != 0 else 0
+    nobias = np.int64(-1)  # int64 variables, not literals (see .roperator)
+    zero = np.int64(0)
     for p in range(P):
         Wc[p] = W[p]
     for t0 in range(0, n, tile):
@@ -243,7 +245,7 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
             fin = 3 if act == 3 else 0
             co = meta[CO + layer]
             Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
-            mm_flat(Wt, Wc, meta[IO + layer], zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, 0)
+            mm_flat(Wt, Wc, meta[IO + layer], zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, zero)
             if fin == 0:
                 activate_rows(act, zd, zo_out, n_out * ts)
         for j in range(m):
@@ -270,4 +272,4 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
                             row[base + jj] = zi * dcol[jj]
                 if layer > 0:
                     Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
-                    mm_flat(Wl, Wc, -1, zd, DO + zo_out, zd, DO + zo_in, ts, sig1, zd, zo_in)
+                    mm_flat(Wl, Wc, nobias, zd, DO + zo_out, zd, DO + zo_in, ts, sig1, zd, zo_in)
