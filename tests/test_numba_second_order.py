@@ -6,7 +6,8 @@ second_order.py) on what the small grids of test_second_order.py do not reach.
   paths (unit-major tiles; sample-major gemm tiles, forced by ``BLAS_MIN_COEFS = 1``), every
   output, both dtypes; against the NumPy reference (1e-12 in float64) and bit-identical on repeat;
 * blocks of k directions (dense, unit, sparse on one layer, zero) against k single products, bit
-  for bit on one thread;
+  for bit on one thread; blocks of 8 or more directions split the directions among the threads
+  and give the same bits on any number of threads;
 * the thread pool of the second-order entry point: its workers take blocks, concurrent callers
   get the same bits, and the workers run the caller's compiled specialization;
 * a gradient-only process compiles none of it.
@@ -118,9 +119,12 @@ def test_many_tiles_and_blocks_match_numpy(relerr, path, case, n_threads):
     hv = f.hessp(W, V)  # prepares the second-order state
     second = kernel._second
     assert N > 2 * second.tile and N % second.tile != 0, (second.tile, "several tiles, the last one partial")
-    n_blocks = second.n_blocks(N, 1)
     if path == "unit-major":  # (the sample-major path runs one block and lets BLAS thread)
-        assert n_blocks == n_threads, n_blocks
+        assert second.plan(N, 1) == (n_threads, 0)  # blocks of samples
+        n_params = W.size
+        if n_threads > 1:  # the dense Hessian's blocks of directions, about 4 a thread
+            split = -(-n_params // (4 * n_threads))
+            assert second.plan(N, n_params) == (-(-n_params // split), split)
     hv_ref, gv_ref, H_ref, J_ref, hv_unweighted = reference(case)
     assert relerr(hv, hv_ref) < RTOL64
     # unweighted: the first and last samples (weight 0 above) count too
@@ -187,6 +191,24 @@ def test_blocks_of_directions_equal_single_products(relerr, path, case, dtype):
             np.testing.assert_array_equal(rows[5], 0.0)  # the zero direction
 
 
+@pytest.mark.parametrize("case", ["logistic3-logistic", "exponential2-identity"])
+def test_blocks_of_directions_give_the_same_bits_on_any_number_of_threads(case):
+    """Blocks of directions run each direction over every sample in one order: the dense Hessian
+    (and any block of 8 or more directions) is bit-identical on 1, 2 and 3 threads."""
+    _, _, _, X, y, sw, W, V = problem(case)
+    Vs = np.vstack([_directions(W, np.random.default_rng(3)), np.eye(W.size)[3:9]])
+    results = []
+    for n_threads in (1, 2, 3):
+        f = networks(case, "numba", n_threads=n_threads).bind(X, y, sw)
+        k = f._kernel
+        assert f.hessp(W, V) is not None and k._second.plan(N, len(Vs))[1] == (0 if n_threads == 1 else 2)
+        results.append([f.hess(W), k.hessp_block(W, Vs, f.X, f.T, f.sample_weight, f.scale, L2),
+                        k.gauss_newton_block(W, Vs, f.X, f.T, f.sample_weight, f.scale, L2)])
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_workers_take_blocks_and_callers_on_threads_get_the_same_bits():
     case = "softmax3-tanh"
     _, _, _, X, y, sw, W, V = problem(case)
@@ -246,6 +268,6 @@ def test_max_directions_bounds_the_blocks_rows():
     net = fastbp.Network([2, 3, 1], backend="numba", n_threads=3)
     kernel = net._kernel_for(10)
     assert kernel.max_directions == numba_backend.MAX_DIRECTIONS
-    wide = fastbp.Network([2, 4000, 1], backend="numba", n_threads=3)._kernel_for(10)
-    rows = wide.max_directions * wide._max_blocks * wide.layout.n_params
-    assert 1 <= wide.max_directions < numba_backend.MAX_DIRECTIONS and rows <= numba_backend.R_BLOCK_VALUES
+    wide = fastbp.Network([2, 40000, 1], backend="numba", n_threads=3)._kernel_for(10)
+    values = wide.max_directions * wide.layout.n_params
+    assert 1 <= wide.max_directions < numba_backend.MAX_DIRECTIONS and values <= numba_backend.R_BLOCK_VALUES

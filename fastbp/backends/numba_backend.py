@@ -30,7 +30,7 @@ from .numba_kernels import pool_threads as P
 from .numba_kernels.driver import run
 from .numba_kernels.meta import H_GSIZE, H_ZSIZE, OUT_BLOCK, PAD, make_meta
 from .numba_kernels.pool import CTL_LEN, JOB_LEN, MAX_BLOCKS, MAX_SLOTS
-from .numba_kernels.roperator import rbase, scratch_sizes
+from .numba_kernels.roperator import R_FLAGS, rbase, scratch_sizes
 from .numba_kernels.second_order import curvature_pool, output_jacobian, run_curvature
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
@@ -56,10 +56,13 @@ _ROWS_BUDGET = 1 << 21
 #: Σ layer_sizes · tile ≤ R_TILE_BUDGET, sample-major rows ≤ R_ROWS_BUDGET / Σ units.
 R_TILE_BUDGET = 16384
 R_ROWS_BUDGET = 1 << 19
-#: Most directions of one hessp_block call (Network.hess's blocks), and fewer where the blocks'
-#: float64 rows (blocks x directions x n_params) would exceed R_BLOCK_VALUES.
+#: Most directions of one hessp_block call (Network.hess's blocks), and fewer where their float64
+#: results (directions x n_params) would exceed R_BLOCK_VALUES.
 MAX_DIRECTIONS = 256
 R_BLOCK_VALUES = 1 << 22
+#: From this many directions on, a call's blocks split the directions instead of the samples
+#: (:func:`.numba_kernels.roperator.block_directions`): every block then runs full tiles.
+SPLIT_DIRECTIONS = 8
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
@@ -189,8 +192,7 @@ class NumbaKernel:
     @property
     def max_directions(self):
         """Most directions :meth:`hessp_block` is given at once by ``Network.hess``."""
-        per_direction = self._max_blocks * self.layout.n_params
-        return max(1, min(MAX_DIRECTIONS, R_BLOCK_VALUES // per_direction))
+        return max(1, min(MAX_DIRECTIONS, R_BLOCK_VALUES // self.layout.n_params))
 
     def hessp(self, W, V, X, T, sample_weight, scale, l2):
         return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 0)[0]
@@ -209,7 +211,7 @@ class NumbaKernel:
         if st is None:
             st = self._second = _SecondOrder(self)
         k = V.shape[0]
-        n_blocks = st.n_blocks(X.shape[0], k)
+        n_blocks, split = st.plan(X.shape[0], k)
         if X.flags.writeable:
             X = _readonly(X)
         if T.flags.writeable:
@@ -224,7 +226,7 @@ class NumbaKernel:
         locked = st.lock.acquire(blocking=False)
         try:
             zd, ws, job = st.scratch if locked else st.allocate()
-            Wc, rmeta, gbuf = st.buffers(k, n_blocks, reuse=locked)
+            Wc, rmeta, gbuf = st.buffers(k, n_blocks, split, reuse=locked)
             n_slots = min(self.n_threads, n_blocks)
             pool = None
             if n_slots > 1:
@@ -233,8 +235,8 @@ class NumbaKernel:
                     pool, n_slots = None, 1
             try:
                 out = run_curvature(W, V, X, T, sw, st.meta, rmeta, zd, ws, gbuf, Wc, float(scale), float(l2),
-                                    int(gauss_newton), n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl,
-                                    job, 0, self._rows)[1]
+                                    int(gauss_newton), n_blocks, split, n_slots,
+                                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)[1]
             finally:
                 if pool is not None:
                     pool.release()
@@ -303,7 +305,7 @@ class _SecondOrder:
         self.lock = threading.Lock()
         self.scratch = self.allocate()
         self._one = None  # (Wc, rmeta, gbuf) of k = 1
-        self._n_blocks_of = {}
+        self._plans = {}
         self.pool = curvature_pool(layout.dtype) if self._max_blocks > 1 else None
 
     def allocate(self):
@@ -313,41 +315,51 @@ class _SecondOrder:
         ws = _aligned_zeros((t, -(-self._wsize // 8) * 8), np.float64)
         return zd, ws, np.zeros(JOB_LEN, dtype=np.int64)
 
-    def buffers(self, k, n_blocks, reuse):
+    def buffers(self, k, n_blocks, split, reuse):
         """W and the directions in the compute dtype, the call's meta, the blocks' rows."""
         if k == 1 and reuse and self._one is not None:
             return self._one
         layout = self.kernel.layout
         P = layout.n_params
         L = len(layout.layer_sizes) - 1
+        if split:
+            rows = (n_blocks, split * P)
+        else:
+            rows = (self._max_blocks if k == 1 else n_blocks, k * P)
         bufs = (
             np.zeros((k + 1) * P, dtype=layout.dtype),
-            np.zeros(self._rbase + 2 + k * (L + 1), dtype=np.int64),
-            np.zeros((self._max_blocks if k == 1 else n_blocks, k * P), dtype=np.float64),
+            np.zeros(self._rbase + R_FLAGS + k * (L + 1), dtype=np.int64),
+            np.zeros(rows, dtype=np.float64),
         )
         if k == 1 and reuse:
             self._one = bufs
         return bufs
 
-    def n_blocks(self, n_samples, k):
-        """Blocks of a call on ``n_samples`` samples and ``k`` directions: as the gradient's rule
-        (:meth:`NumbaKernel.n_blocks`), with the work of the R-passes (about 1 + 2k gradients),
-        and one block per thread for several directions: each direction pays a fixed cost per
-        tile (its gradient sums' reductions), so fewer, fuller tiles pay (seed4layer's dense
-        Hessian, one thread: 6.0 ms of CPU in one block, 8.6 in four, 11.8 in eight)."""
+    def plan(self, n_samples, k):
+        """``(n_blocks, split)`` of a call on ``n_samples`` samples and ``k`` directions: a
+        function of n_samples, k, the layout and n_threads. Blocks of samples (``split`` 0) by the
+        gradient's rule (:meth:`NumbaKernel.n_blocks`), with the work of the R-passes (about
+        1 + 2k gradients); from SPLIT_DIRECTIONS directions on, blocks of ``split`` directions
+        each over all the samples: each direction pays a fixed cost per tile (its gradient sums'
+        reductions), which blocks of samples multiply (seed4layer's dense Hessian on one thread:
+        6.0 ms of CPU in one block of samples, 8.6 in four, 11.8 in eight)."""
         key = (n_samples, k)
-        n_blocks = self._n_blocks_of.get(key)
-        if n_blocks is None:
+        plan = self._plans.get(key)
+        if plan is None:
             work = n_samples * self._work_per_sample * (1 + 2 * k)
+            threads = self.kernel.n_threads
             if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
-                n_blocks = 1
+                plan = (1, 0)
+            elif k >= SPLIT_DIRECTIONS:
+                split = -(-k // min(k, BLOCKS_PER_THREAD * threads, MAX_BLOCKS))
+                plan = (-(-k // split), split)
             else:
-                per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK and k == 1 else 1
-                n_blocks = max(1, min(per_thread * self.kernel.n_threads, n_samples // MIN_BLOCK_SAMPLES,
-                                      MAX_BLOCKS, self._max_blocks))
-            if len(self._n_blocks_of) < 64:
-                self._n_blocks_of[key] = n_blocks
-        return n_blocks
+                per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
+                plan = (max(1, min(per_thread * threads, n_samples // MIN_BLOCK_SAMPLES, MAX_BLOCKS,
+                                   self._max_blocks)), 0)
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        return plan
 
 
 class _Jacobian:

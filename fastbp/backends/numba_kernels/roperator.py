@@ -54,6 +54,7 @@ from .backprop import _bias_rows, _grad_rows
 from .curvature import apply_curvature, prepare_output
 from .jit import _JIT
 from .meta import H_ACT, H_GSIZE, H_L, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, PAD
+from .pool import _address
 from .rproducts import add_product, finish_rows, mm2_flat, sparse_backward, sparse_forward, split_backward
 from .tile_products import grad_acc, mm_flat
 
@@ -64,10 +65,34 @@ ZERO, DENSE, SPARSE = 0, 1, 2
 SPARSE_RATIO = 4
 
 
+#: The call's part of meta, from :func:`rbase`: k; the Gauss-Newton flag; q, the directions per
+#: block when the blocks split the directions (0: they split the samples); the address of the
+#: blocks' rows; then per direction the flags.
+R_K, R_GN, R_SPLIT, R_GBUF, R_FLAGS = 0, 1, 2, 3, 4
+
+
 @njit(**_JIT)
 def rbase(L):
     """Offset in meta of the call's part (after the layout's HEADER + 5 (L + 1) entries)."""
     return HEADER + 5 * (L + 1)
+
+
+@njit(**_JIT)
+def block_directions(meta, RB, s_begin, s_end, n, g):
+    """``(d0, d1, s_begin, s_end)``: the directions and samples of the block whose row is ``g``.
+
+    Blocks split the samples (every direction, samples [s_begin, s_end) as the pool gives them)
+    or, for many directions, the directions: block b takes directions [b q, (b + 1) q) over all
+    n samples, its row holding theirs only. The pool's block kernels are not told b; it is the
+    row's place among the blocks' rows, whose address the call's meta holds. Each direction's
+    sums then run over every sample in the same order whatever the number of blocks: no tile is
+    cut short by a block edge and no reduction follows."""
+    k = meta[RB + R_K]
+    q = meta[RB + R_SPLIT]
+    if q == 0:
+        return 0, k, s_begin, s_end
+    d0 = (_address(g) - meta[RB + R_GBUF]) // (8 * g.shape[0]) * q
+    return d0, min(k, d0 + q), 0, n
 
 
 def scratch_sizes(sizes, tile, zsize, gsize, rows):
@@ -94,9 +119,9 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
     RB = rbase(L)
-    k = meta[RB]
-    exact = meta[RB + 1] == 0
-    FL = RB + 2
+    exact = meta[RB + R_GN] == 0
+    FL = RB + R_FLAGS
+    d0, d1, s_begin, s_end = block_directions(meta, RB, s_begin, s_end, X.shape[0], g)
     # offsets of the five tile arrays in zd: z, δ, C, R{z}, R{δ}
     DO = zsize
     CB = 2 * zsize
@@ -155,13 +180,13 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                     split_backward(act, zd, zo_in, zd, CB + zo_in, zd, DO + zo_in, n_in * ts)
                 else:
                     mm_flat(Wl, Wc, nobias, zd, DO + meta[ZO + layer + 1], zd, DO + zo_in, ts, sig1, zd, zo_in)
-        for d in range(k):
+        for d in range(d0, d1):
             flags = FL + d * n1
             first = meta[flags + L]
             if first >= L:
                 continue  # a zero direction: H V_d = 0 (+ 2 λ V_d = 0)
             vo = (d + 1) * P
-            G = g[d * P : (d + 1) * P]
+            G = g[(d - d0) * P : (d - d0 + 1) * P]
             # forward R-pass from the first layer where V_d is nonzero: R{z} (R{a} at the output)
             for layer in range(first, L):
                 n_in = meta[SZ + layer]
@@ -250,9 +275,9 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
     RB = rbase(L)
-    k = meta[RB]
-    exact = meta[RB + 1] == 0
-    FL = RB + 2
+    exact = meta[RB + R_GN] == 0
+    FL = RB + R_FLAGS
+    d0, d1, s_begin, s_end = block_directions(meta, RB, s_begin, s_end, X.shape[0], g)
     Z = zd[:zsize]
     D = zd[zsize : 2 * zsize]
     C = zd[2 * zsize : 3 * zsize]
@@ -299,13 +324,13 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 np.dot(D[zo_out : zo_out + ts * n_out].reshape((ts, n_out)), Wl.T,
                        C[zo_in : zo_in + ts * n_in].reshape((ts, n_in)))
                 split_backward(act, Z, zo_in, C, zo_in, D, zo_in, ts * n_in)
-        for d in range(k):
+        for d in range(d0, d1):
             flags = FL + d * n1
             first = meta[flags + L]
             if first >= L:
                 continue
             vo = (d + 1) * P
-            G = g[d * P : (d + 1) * P]
+            G = g[(d - d0) * P : (d - d0 + 1) * P]
             for layer in range(first, L):
                 n_in = meta[SZ + layer]
                 n_out = meta[SZ + layer + 1]

@@ -44,7 +44,20 @@ from .pool import (
     _serve,
     _store_release,
 )
-from .roperator import DENSE, SPARSE, SPARSE_RATIO, ZERO, _rchunk_rows, _rchunk_units, rbase
+from .roperator import (
+    DENSE,
+    R_FLAGS,
+    R_GBUF,
+    R_GN,
+    R_K,
+    R_SPLIT,
+    SPARSE,
+    SPARSE_RATIO,
+    ZERO,
+    _rchunk_rows,
+    _rchunk_units,
+    rbase,
+)
 from .tile_products import mm_flat
 
 
@@ -57,7 +70,7 @@ def _direction_flags(V, meta, rmeta):
     SZ = HEADER
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
-    FL = rbase(L) + 2
+    FL = rbase(L) + R_FLAGS
     k = V.shape[0]
     for d in range(k):
         first = L
@@ -79,34 +92,46 @@ def _direction_flags(V, meta, rmeta):
 
 
 @njit(**_JIT)
-def _curvature_epilogue(V, gbuf, n_blocks, meta, scale, l2):
-    """Reduce the blocks' rows in block order, scale, and add 2 λ V on the coefficients: (k, P)."""
+def _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2):
+    """The (k, P) result: the blocks' rows reduced in block order (blocks of samples) or laid
+    side by side (blocks of ``split`` directions), scaled, plus 2 λ V on the coefficients."""
     k, P = V.shape
     n_coef = meta[H_NCOEF]
-    acc = gbuf[0, : k * P].copy()
-    for b in range(1, n_blocks):
-        row = gbuf[b]
-        for c in range(k * P):
-            acc[c] += row[c]
     out = np.empty((k, P), dtype=np.float64)
+    if split == 0:
+        acc = gbuf[0, : k * P].copy()
+        for b in range(1, n_blocks):
+            row = gbuf[b]
+            for c in range(k * P):
+                acc[c] += row[c]
+        for d in range(k):
+            for p in range(P):
+                out[d, p] = scale * acc[d * P + p]
+    else:
+        for d in range(k):
+            row = gbuf[d // split]
+            o = (d % split) * P
+            for p in range(P):
+                out[d, p] = scale * row[o + p]
     for d in range(k):
-        for p in range(P):
-            out[d, p] = scale * acc[d * P + p]
         for p in range(n_coef):
             out[d, p] += 2.0 * l2 * V[d, p]
     return out
 
 
 @njit(**_JIT)
-def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gauss_newton, n_blocks, n_slots, ctl,
-                  job, slot, rows):
+def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gauss_newton, n_blocks, split,
+                  n_slots, ctl, job, slot, rows):
     """``H V[d]`` (``gauss_newton`` 0) or ``G V[d]`` (1) for every row of ``V``, as a new float64
     (k, n_params) array (``slot = 0``), or the life of worker ``slot`` (> 0) of the pool ``ctl``.
 
     ``V``: float64 (k, n_params). ``meta``: the layout with the R kernels' tile; ``rmeta``: int64
-    scratch of ``rbase(L) + 2 + k (L + 1)`` entries, which receives the layout and the call's part
-    (:mod:`.roperator`). ``Wc``: compute-dtype scratch of (k + 1) n_params, which receives W and
-    V. ``gbuf``: (at least ``n_blocks``, k n_params) float64, one row per block. ``zd``/``ws``:
+    scratch of ``rbase(L) + R_FLAGS + k (L + 1)`` entries, which receives the layout and the
+    call's part (:mod:`.roperator`). ``Wc``: compute-dtype scratch of (k + 1) n_params, which
+    receives W and V. ``split``: 0 when the ``n_blocks`` blocks split the samples, else the
+    directions per block (:func:`.roperator.block_directions`). ``gbuf``: float64, one row per
+    block: (at least ``n_blocks``, k n_params) for blocks of samples, (n_blocks, split n_params)
+    for blocks of directions. ``zd``/``ws``:
     one row per slot (:func:`.roperator.r_scratch_sizes`). ``rows``: None for unit-major networks,
     an (empty) array for sample-major BLAS networks (one block, BLAS's threads); Numba prunes the
     branches of ``rows is None`` when it is None. The rest as :func:`.driver.run`; a worker
@@ -125,8 +150,10 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     RB = rbase(meta[H_L])
     for i in range(RB):
         rmeta[i] = meta[i]
-    rmeta[RB] = k
-    rmeta[RB + 1] = gauss_newton
+    rmeta[RB + R_K] = k
+    rmeta[RB + R_GN] = gauss_newton
+    rmeta[RB + R_SPLIT] = split
+    rmeta[RB + R_GBUF] = _address(gbuf)
     _direction_flags(V, meta, rmeta)
     _fill_job(job, X, T, sw, rmeta, zd, ws, gbuf, Wc, n_blocks)
     if rows is None:
@@ -149,7 +176,7 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     else:
         for b in range(n_blocks):
             _run_block(job, b, 0, marker, _rchunk_rows)
-    return 0.0, _curvature_epilogue(V, gbuf, n_blocks, meta, scale, l2)
+    return 0.0, _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2)
 
 
 def curvature_placeholders(dtype):
@@ -185,8 +212,8 @@ def serve_curvature(dtype, ctl, slot, spin_cycles):
     if args is None:
         args = _PLACEHOLDERS.setdefault(dtype.str, curvature_placeholders(dtype))
     W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, job = args
-    return run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, spin_cycles, 0, ctl, job,
-                         slot, None)[0]
+    return run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, spin_cycles, 0, 0, ctl,
+                         job, slot, None)[0]
 
 
 def curvature_pool(dtype):
