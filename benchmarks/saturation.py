@@ -4,9 +4,10 @@ against the same call with the weights as initialised, interleaved in one proces
 Scaled weights make confident sigmoids and softmax outputs (as late in training): tiny
 probabilities and deltas whose products fall below the smallest normal number. Cores that take a
 microcode assist on subnormal operands ran such calls several times slower; the kernels flush
-subnormals to zero during a call to avoid that (``src_kernels/fb_fpenv.h``). This script prints,
+subnormals to zero during a call to avoid that (``src_kernels/fb_fpenv.h``,
+``fastbp/backends/numba_kernels/fpenv.py``). This script prints,
 per case, dtype and backend, the unscaled time and the scaled / unscaled ratios (the target is at
-most 1.25), with ``--flush-off`` also the Cython kernel with flushing switched off (what it was
+most 1.25), with ``--flush-off`` also each compiled kernel with flushing switched off (what it was
 before), and with ``--trained`` the float32 ``large`` case at briefly trained weights against
 scikit-learn's float64 objective (the target is at most 0.6x its time).
 
@@ -71,41 +72,51 @@ def _timed_alternating(f, Ws, seconds, out, cpu=False):
             out[i].append(clock_of() - t0)
 
 
-def _flush_switch():
-    """set_flush_subnormals of the Cython kernel, or None without it."""
+def _flush_switches():
+    """{backend: its set_flush_subnormals} for the compiled backends that have one."""
+    switches = {}
     try:
         from fastbp.backends import _cython_kernels
+
+        switches["cython"] = _cython_kernels.set_flush_subnormals
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from fastbp.backends.numba_kernels.pool_threads import set_flush_subnormals
+
+        switches["numba"] = set_flush_subnormals
     except ImportError:
-        return None
-    return getattr(_cython_kernels, "set_flush_subnormals", None)
+        pass
+    return switches
 
 
 def saturation_rows(case_name, backends, dtypes, rounds, batch_s, large_n, flush_off, n_threads, cpu=False):
     case = CASES[case_name]
     X, y = make_case_data(case, n_samples=large_n if case_name == "large" else None)
-    switch = _flush_switch()
-    configs = []  # (label, f, flush)
+    switches = _flush_switches()
+    configs = []  # (label, f, switch, flush)
     for dtype in dtypes:
         for backend in backends:
             f = case.network(backend=backend, dtype=dtype, n_threads=n_threads).bind(X, y)
-            configs.append(((np.dtype(dtype).name, backend, "on" if backend == "cython" else "-"), f, True))
-            if flush_off and backend == "cython" and switch is not None:
-                configs.append(((np.dtype(dtype).name, backend, "off"), f, False))
+            switch = switches.get(backend)
+            configs.append(((np.dtype(dtype).name, backend, "on" if switch else "-"), f, switch, True))
+            if flush_off and switch is not None:
+                configs.append(((np.dtype(dtype).name, backend, "off"), f, switch, False))
     W0 = case.network(backend="numpy").init_weights(random_state=0)
     Ws = [W0 * s for s in SCALES]
-    times = {label: [[] for _ in SCALES] for label, _, _ in configs}
-    for _, f, _ in configs:  # warm up: compile, start the threads
+    times = {label: [[] for _ in SCALES] for label, _, _, _ in configs}
+    for _, f, _, _ in configs:  # warm up: compile, start the threads
         for W in Ws:
             f(W)
     for _ in range(rounds):
-        for label, f, flush in configs:
+        for label, f, switch, flush in configs:
             if switch is not None:
                 switch(flush)
             _timed_alternating(f, Ws, batch_s, times[label], cpu)
-    if switch is not None:
+    for switch in switches.values():
         switch(True)
     rows = []
-    for label, _, _ in configs:
+    for label, _, _, _ in configs:
         med = [float(np.median(t)) for t in times[label]]
         rows.append((case_name, *label, med[0], *(m / med[0] for m in med[1:])))
     return rows
@@ -194,7 +205,7 @@ def main(argv=None):
     parser.add_argument("--n-threads", type=int, default=None, help="the networks' n_threads (default: every core)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time the calling thread's CPU time (with --n-threads 1; BLAS is held to one thread)")
-    parser.add_argument("--flush-off", action="store_true", help="also time cython with flushing off")
+    parser.add_argument("--flush-off", action="store_true", help="also time the compiled kernels with flushing off")
     parser.add_argument("--trained", action="store_true", help="float32 large at trained weights vs scikit-learn")
     parser.add_argument("--trained-iters", type=int, default=30)
     parser.add_argument("--subnormals", action="store_true",
@@ -205,7 +216,7 @@ def main(argv=None):
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
     if args.cpu_time and args.n_threads != 1:
         parser.error("--cpu-time measures the calling thread only: use it with --n-threads 1")
-    if args.cpu_time:  # numba's BLAS networks would use BLAS's threads, whose time is not counted
+    if args.cpu_time:  # (the kernels hold BLAS to one thread themselves; anything else too)
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1, "blas")

@@ -1,11 +1,13 @@
 """fastbp: fast, trustworthy loss and gradient of neural networks for scipy.optimize.
 
 The core is :class:`Network`; the compiled kernels are chosen through :mod:`fastbp.backends`.
-scikit-learn-style estimators, the lab's perceptron, datasets and plots are imported lazily.
+:func:`load` reads a model saved by ``fastbp fit --save``. scikit-learn-style estimators, the
+lab's perceptron, datasets and plots are imported lazily.
 """
 
 from .backends import available_backends
 from .network import BoundObjective, Network
+from .saved import TrainedClassifier, load
 
 __version__ = "0.1.0"
 
@@ -13,6 +15,8 @@ __all__ = [
     "Network",
     "BoundObjective",
     "available_backends",
+    "load",
+    "TrainedClassifier",
     "MLPClassifier",
     "MLPRegressor",
     "Perceptron",

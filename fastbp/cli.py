@@ -46,8 +46,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _hidden_sizes(text):
-    """``"10,10"`` -> ``[10, 10]``; ``""`` or ``"none"`` -> ``[]`` (no hidden layer)."""
-    if text.strip().lower() in ("", "none", "0"):
+    """``"10,10"`` -> ``[10, 10]``; ``"none"`` -> ``[]`` (no hidden layer). ``"0"`` is refused:
+    a layer of no units is not "no layer", and the two should not be confused silently."""
+    if text.strip().lower() in ("", "none"):
         return []
     try:
         sizes = [int(s) for s in text.split(",")]
@@ -56,7 +57,8 @@ def _hidden_sizes(text):
             f"expected comma-separated unit counts such as 10,10,10,10, got {text!r}"
         ) from None
     if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"unit counts must be positive, got {text!r}")
+        hint = "; write 'none' for no hidden layer" if sizes == [0] else ""
+        raise argparse.ArgumentTypeError(f"unit counts must be positive, got {text!r}{hint}")
     return sizes
 
 
@@ -116,7 +118,9 @@ def _build_parser():
             "class per variable, as the lab's files), .npz (X and y) or .csv (label last)."
         ),
     )
-    fit.add_argument("data", nargs="+", metavar="DATA")
+    fit.add_argument(
+        "data", nargs="+", metavar="DATA", help="a bundled dataset's name, or the data file(s) (.mat, .npz, .csv)"
+    )
     fit.add_argument(
         "--hidden",
         type=_hidden_sizes,
@@ -152,7 +156,12 @@ def _build_parser():
         "trust-krylov, trust-constr) or the dense Hessian (trust-exact); or lm: least_squares' "
         "Levenberg-Marquardt with the exact Jacobian, for --output identity (default: L-BFGS-B)",
     )
-    fit.add_argument("--backend", default="auto", choices=list(backend_names()), help="(default: auto)")
+    fit.add_argument(
+        "--backend",
+        default="auto",
+        choices=list(backend_names()),
+        help="the kernel that computes loss and gradient (default: auto, the fastest available)",
+    )
     fit.add_argument(
         "--solver",
         default="lbfgs",
@@ -185,7 +194,11 @@ def _build_parser():
         help="centre and scale each feature to unit variance before training",
     )
     fit.add_argument("--plot", metavar="PATH", help="write the decision boundary (2-D data only) to PATH")
-    fit.add_argument("--save", metavar="PATH", help="write the weights and the network to PATH (.npz)")
+    fit.add_argument(
+        "--save",
+        metavar="PATH",
+        help="write the trained model to PATH (.npz); fastbp.load(PATH).predict(X) gives labels from raw X",
+    )
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
     bench = sub.add_parser(
@@ -378,15 +391,10 @@ def _targets_and_output(args, classes, codes):
     return output, k, np.eye(k)[codes]  # identity on one-hot rows
 
 
-def _predict_codes(net, W, X):
-    """Class indices from the network's outputs (identity outputs: nearest 0/1 or the largest)."""
-    P = net.predict_proba(W, X)
-    return (P[:, 0] > 0.5).astype(np.int64) if P.shape[1] == 1 else P.argmax(axis=1)
-
-
 def _cmd_fit(args):
     from .backends import choose
     from .network import Network
+    from .saved import TrainedClassifier, class_codes
 
     if args.plot:
         _check_writable(args.plot, "--plot")
@@ -426,8 +434,9 @@ def _cmd_fit(args):
     backend = args.backend if args.backend != "auto" else choose(net.layout, X.shape[0])
 
     print(f"data      {label}: {X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes")
+    hidden = f"{net.activation} hidden" if args.hidden else "no hidden layer"
     print(
-        f"network   {list(net.layer_sizes)}, {net.activation} hidden, {net.output} output, "
+        f"network   {list(net.layer_sizes)}, {hidden}, {net.output} output, "
         f"l2={l2:.3g}, {net.n_params} parameters, backend {backend}"
     )
     start = time.perf_counter()
@@ -451,27 +460,16 @@ def _cmd_fit(args):
         print(f"method    {args.solver}")
         print(summary)
         per_call = "minibatch step"
-    accuracy = float((_predict_codes(net, x, Xs) == codes).mean())
+    accuracy = float((class_codes(net.predict_proba(x, Xs)) == codes).mean())
     print(f"accuracy  {100 * accuracy:.2f} % on the training data")
     print(
         f"time      {elapsed:.3f} s ({1e3 * elapsed / max(n_calls, 1):.3f} ms per {per_call}; "
         f"first call {first_call:.3f} s)"
     )
 
-    if args.save:
-        with open(args.save, "wb") as fh:
-            np.savez(
-                fh,
-                W=x,
-                layer_sizes=np.array(net.layer_sizes),
-                activation=net.activation,
-                output=net.output,
-                l2=l2,
-                classes=classes,
-                mean=mean,
-                scale=scale,
-            )
-        print(f"saved     {args.save}")
+    if args.save:  # read back with fastbp.load(path): labels from raw X
+        TrainedClassifier(net, x, classes, mean=mean, scale=scale).save(args.save)
+        print(f"saved     {args.save} (load it with fastbp.load)")
     if args.plot:
         _plot_fit(args.plot, net, x, X, codes, classes, mean, scale, label, accuracy)
         print(f"plot      {args.plot}")
@@ -517,11 +515,13 @@ def _fit_stochastic(args, net, Xs, codes, l2):
 def _plot_fit(path, net, W, X, codes, classes, mean, scale, label, accuracy):
     import matplotlib
 
+    from .saved import class_codes
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     def predict(P):
-        return _predict_codes(net, W, (np.asarray(P, dtype=np.float64) - mean) / scale)
+        return class_codes(net.predict_proba(W, (np.asarray(P, dtype=np.float64) - mean) / scale))
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     try:

@@ -102,7 +102,7 @@ class Network:
     Notes
     -----
     With ``t`` the targets, ``s_n`` the sample weights (1 when none) and ℓ_n the data term of
-    sample n (see README), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
+    sample n (the losses and targets of each output: docs/reference.md), ``loss = Σ s_n ℓ_n / Σ s_n + λ Σ W²``.
 
     Second order, exact, for scipy's Newton, trust-region and least-squares solvers:
     :meth:`hessp`, :meth:`hess`, :meth:`gauss_newton_product`, and for identity outputs
@@ -337,6 +337,14 @@ class BoundObjective:
         self._kernel = network._kernel_for(X.shape[0])
 
     def __call__(self, W):
+        """The loss and its gradient at ``W`` on the bound data; only ``W`` is checked.
+
+        Returns
+        -------
+        loss : float
+        grad : ndarray of float64, shape (n_params,)
+            A new array. Bit-identical for the same ``W``, backend and ``n_threads``.
+        """
         W = check_weights(W, self._n_params)
         return self._kernel(W, self.X, self.T, self.sample_weight, self.scale, self._l2)
 

@@ -27,6 +27,8 @@ scikit-learn's do).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer as _SkAdam
 from sklearn.neural_network._stochastic_optimizers import BaseOptimizer as _SkBase
@@ -49,7 +51,7 @@ class _FlatState:
     def _views(self, flat):
         out, start = [], 0
         for shape in self._shapes:
-            size = int(np.prod(shape, dtype=np.int64))
+            size = math.prod(shape)
             out.append(flat[start : start + size].reshape(shape))
             start += size
         return out
@@ -64,7 +66,7 @@ class _FlatState:
     @property
     def n_params(self):
         """Length of the flat state (and of the weight vector it steps)."""
-        return int(sum(int(np.prod(s, dtype=np.int64)) for s in self._shapes))
+        return sum(math.prod(s) for s in self._shapes)
 
     @property
     def dtype(self):

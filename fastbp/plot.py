@@ -1,7 +1,9 @@
 """Plots as the lab draws them: decision regions of a 2-D classifier, and a loss curve.
 
-Both functions draw on the Axes given (or the current one), return it, and never call
-``plt.show()``, so they work in notebooks, scripts and headless (Agg) runs alike.
+Both functions draw on the Axes given with ``ax=``, or, without one, on a new figure of their
+own (never over a figure drawn before: ``decision_boundary(...)`` then ``loss_curve(...)`` gives
+two figures). They return the Axes and never call ``plt.show()``, so they work in notebooks,
+scripts and headless (Agg) runs alike; to combine plots, pass the Axes of your own subplots.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ def class_colors(n_classes):
 
 
 def _get_ax(ax):
+    """``ax``, or the Axes of a new figure when it is None."""
     if ax is None:
         import matplotlib.pyplot as plt
 
-        ax = plt.gca()
+        ax = plt.figure().add_subplot()
     return ax
 
 
@@ -61,7 +64,7 @@ def decision_boundary(
     y : array-like of shape (n_samples,)
         Their labels (any sortable labels, e.g. 0/1, ±1 or strings).
     ax : matplotlib.axes.Axes, optional
-        Where to draw; the current Axes when None.
+        Where to draw; None (default) draws on a new figure.
     resolution : int, default=200
         Grid points per axis (the lab uses 50 to 500).
     alpha : float, default=0.2
@@ -135,7 +138,7 @@ def loss_curve(model_or_losses, ax=None, log=False, **plot_kws):
         A fitted model with ``loss_curve_`` (``fastbp.MLPClassifier``/``MLPRegressor`` record it
         under L-BFGS; scikit-learn's under SGD/Adam), or the losses themselves.
     ax : matplotlib.axes.Axes, optional
-        Where to draw; the current Axes when None.
+        Where to draw; None (default) draws on a new figure.
     log : bool, default=False
         Logarithmic loss axis.
     **plot_kws

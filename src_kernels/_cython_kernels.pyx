@@ -517,12 +517,7 @@ cdef class CythonKernel:
         xp = cnp.PyArray_DATA(<cnp.ndarray>X)
         tp = cnp.PyArray_DATA(<cnp.ndarray>T)
         n_threads = self._n_blocks(n)
-        # more blocks than threads, claimed as threads come free: a thread slowed down by a
-        # competitor on its core runs fewer of them (the split depends on n and n_threads only);
-        # but no more blocks than tiles of ld samples, unless that is fewer than the threads
-        # (blocks of min_block samples, for networks whose BLAS tiles are large)
-        n_blocks = n_threads if n_threads == 1 else <int>max(n_threads, min(
-            BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld))
+        n_blocks = self._call_blocks(n, n_threads)
         grad = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
         g = <double *>cnp.PyArray_DATA(<cnp.ndarray>grad)
 
@@ -581,6 +576,24 @@ cdef class CythonKernel:
         cdef idx by_size = n // self.min_samples_per_thread
         cdef idx by_blocks = (n + self.min_block - 1) // self.min_block
         return <int>max(1, min(self.n_threads, by_size, by_blocks))
+
+    cdef int _call_blocks(self, idx n, int n_threads) noexcept:
+        """Blocks a call on n samples with n_threads threads is cut into: more blocks than
+        threads, claimed as threads come free (a thread slowed down by a competitor on its core
+        runs fewer of them; the split depends on n and n_threads only), but no more blocks than
+        tiles of ld samples, unless that is fewer than the threads (blocks of min_block samples,
+        for networks whose BLAS tiles are large)."""
+        return n_threads if n_threads == 1 else <int>max(n_threads, min(
+            BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld))
+
+    def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """One epoch of minibatch training in one call, without the GIL: per batch the kernel's
+        loss and gradient and the optimizer's step, in place on ``W`` and the optimizer's state.
+        The protocol is in :mod:`fastbp.backends`; the code in ``src_kernels/fb_epoch.pxi``."""
+        return _kernel_run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer)
+
+
+include "fb_epoch.pxi"
 
 
 def make_kernel(layer_sizes, int activation_code, int output_code, bint float32, int n_threads,

@@ -61,6 +61,24 @@ def kernel_path(request, monkeypatch):
     return request.param
 
 
+#: every backend but the NumPy reference: the compiled ones
+COMPILED = tuple(name for name in REGISTERED if name != "numpy")
+
+
+@pytest.fixture(params=backend_params(COMPILED))
+def compiled_backend(request):
+    """Every compiled backend (an unavailable one skipped with its reason)."""
+    return request.param
+
+
+@pytest.fixture(params=backend_params(COMPILED + tuple(WIDE_PATHS)))
+def compiled_kernel_path(request, monkeypatch):
+    """``kernel_path`` without the NumPy reference: each compiled backend's default and wide paths."""
+    if request.param in WIDE_PATHS:
+        return force_wide_path(monkeypatch, request.param)
+    return request.param
+
+
 def make_problem(layer_sizes, output, target="labels", n=7, seed=0, weighted=False, w_scale=1.0):
     """A small deterministic problem for ``layer_sizes`` with the given ``output``.
 

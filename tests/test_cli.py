@@ -85,8 +85,56 @@ def test_fit_npz_and_csv_with_other_labels(capsys, tmp_path):
     (tmp_path / "d.csv").write_text("u,v,label\n" + rows + "\n")
     rc, out, err = run(capsys, "fit", tmp_path / "d.csv", "--hidden", "none", "-q")
     assert rc == 0, err
-    assert "[2, 1]" in out
+    assert "[2, 1], no hidden layer, logistic output" in out  # not "logistic hidden": there is none
     assert accuracy_of(out) < 80.0  # no hidden layer: a line cannot separate XOR
+
+
+@pytest.mark.parametrize("labels, extra", [(("cold", "hot"), ["--standardize"]), ((3, 7), []),
+                                            ((-1, 1), ["--output", "identity", "--method", "lm"])])
+def test_saved_model_loads_and_predicts_labels_on_raw_X(capsys, tmp_path, labels, extra):
+    """`--save` then `fastbp.load`: the model applies the saved standardization and gives the
+    training file's own labels, reproducing the printed accuracy; network and weights exposed."""
+    X, y = datasets.load("moons")
+    if "--standardize" in extra:
+        X = X * [100.0, 0.01] + [5e3, -2.0]  # feature scales the model must undo as the fit did
+    np.savez(tmp_path / "d.npz", X=X, y=np.where(y == 1, labels[1], labels[0]))
+    model_path = tmp_path / "model.npz"
+    rc, out, err = run(capsys, "fit", tmp_path / "d.npz", "--hidden", "6", "--max-iter", "300", "-q",
+                       "--save", model_path, *extra)
+    assert rc == 0, err
+    assert "load it with fastbp.load" in out
+    model = fastbp.load(model_path)
+    assert isinstance(model, fastbp.TrainedClassifier)
+    assert model.classes_.tolist() == list(labels)
+    pred = model.predict(X)  # raw X: the model standardizes it as the fit did
+    assert set(pred.tolist()) <= set(labels)
+    expected = np.where(y == 1, labels[1], labels[0])
+    assert abs(100 * (pred == expected).mean() - accuracy_of(out)) < 0.01
+    assert accuracy_of(out) > 90.0
+    assert model.score(X, expected) == (pred == expected).mean()
+    assert model.network.layer_sizes == (2, 6, 1) and model.W.shape == (model.network.n_params,)
+    assert [c.shape for c in model.coefs_] == [(2, 6), (6, 1)]
+    if "--standardize" in extra:
+        np.testing.assert_allclose(model.mean, X.mean(axis=0))
+        np.testing.assert_allclose(model.scale, X.std(axis=0))
+        P = model.predict_proba(X)
+        assert P.shape == (len(X), 2)
+        np.testing.assert_allclose(P.sum(axis=1), 1.0)
+        assert (model.classes_[P.argmax(axis=1)] == pred).all()
+    if "identity" in extra:
+        with pytest.raises(ValueError, match="predict_proba needs a logistic or softmax output"):
+            model.predict_proba(X)
+
+
+def test_load_refuses_other_files(tmp_path):
+    np.savez(tmp_path / "data.npz", X=np.zeros((3, 2)), y=np.zeros(3))
+    with pytest.raises(ValueError, match="not a model written by 'fastbp fit --save'.*lacks W"):
+        fastbp.load(tmp_path / "data.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="cannot read"):
+        fastbp.load(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        fastbp.load(tmp_path / "missing.npz")
 
 
 @pytest.mark.parametrize("method", ["Newton-CG", "trust-ncg", "trust-krylov", "trust-exact", "trust-constr"])
@@ -174,6 +222,7 @@ def test_fit_three_features_cannot_plot(capsys, tmp_path):
         (["fit", "missing.mat"], ["no such file: missing.mat"]),
         (["fit", "moons", "--hidden", "10,x"], ["--hidden", "comma-separated"]),
         (["fit", "moons", "--hidden", "10,-1"], ["--hidden", "positive"]),
+        (["fit", "moons", "--hidden", "0"], ["--hidden", "positive", "write 'none' for no hidden layer"]),
         (["fit", "moons", "--max-iter", "0"], ["--max-iter", "positive integer"]),
         (["fit", "moons", "--l2", "-1"], ["--l2", ">= 0"]),
         (["fit", "moons", "--l2", "1", "--alpha", "1"], ["not allowed with"]),

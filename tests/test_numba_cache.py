@@ -34,14 +34,21 @@ from fastbp.backends.numba_kernels import cache, driver  # noqa: E402
 # vlogistic) and, when asked, a network's loss by the real entry point `run` (driver.py); what the
 # cache held before and after, and the dispatchers' cache hits and misses.
 _SCRIPT = r"""
-import json, sys
+import json, sys, warnings
 import numpy as np
 import fastbp
 from fastbp.backends import numba_kernels
 from fastbp.backends.numba_kernels import activations, driver
 
 assert fastbp.__file__.startswith(sys.argv[1]), fastbp.__file__
-out = {"cached_before": numba_kernels.is_cached()}
+out = {"cached_before": numba_kernels.is_cached(), "compiled_when_warned": []}
+show = warnings.showwarning
+
+def shown(message, category, *args, **kwargs):  # (printed to stderr as usual)
+    out["compiled_when_warned"].append(len(driver.run.overloads))
+    show(message, category, *args, **kwargs)
+
+warnings.showwarning = shown
 z = np.linspace(-6.0, 6.0, 48)  # a multiple of 16: every element through the 8-lane σ
 activations.activate(1, z)
 out["sigma"] = z.tolist()
@@ -52,6 +59,7 @@ if sys.argv[2] == "run":
     net = fastbp.Network([3, 5, 1], backend="numba", **kw)
     W = net.init_weights(0)
     out["loss"] = net.loss_and_grad(W, X, y)[0]
+    out["loss"] = net.loss_and_grad(W, X, y)[0]  # (a second call says nothing)
     out["numpy_loss"] = fastbp.Network([3, 5, 1], backend="numpy", **kw).loss_and_grad(W, X, y)[0]
 out["cached_after"] = numba_kernels.is_cached()
 for name, f in (("run", driver.run), ("activate", activations.activate)):
@@ -65,7 +73,12 @@ def _fresh_process(src, cache_dir, what):
     proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(src), what], capture_output=True, text=True,
                           env=env, cwd=src, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["stderr"] = proc.stderr
+    return out
+
+
+COMPILING = "NumbaCompileWarning: fastbp: compiling the numba kernels for float64 networks once"
 
 
 def test_an_edit_to_any_module_recompiles_and_an_unchanged_tree_loads(tmp_path):
@@ -73,16 +86,21 @@ def test_an_edit_to_any_module_recompiles_and_an_unchanged_tree_loads(tmp_path):
     shutil.copytree(Path(fastbp.__file__).parent, src / "fastbp", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     a = np.linspace(-6.0, 6.0, 48)
 
-    # 1. an empty cache: everything compiles, and is saved
+    # 1. an empty cache: everything compiles, and is saved; the first call says so (once), before
+    # it compiles
     first = _fresh_process(src, cache_dir, "run")
     assert first["cached_before"] is False and first["cached_after"] is True
+    assert first["stderr"].count(COMPILING) == 1, first["stderr"]
+    assert first["compiled_when_warned"] == [0]
     assert first["run"][1] >= 1 and first["activate"] == [0, 1]
     assert np.max(np.abs(np.array(first["sigma"]) - expit(a))) <= 1e-15
     assert abs(first["loss"] - first["numpy_loss"]) <= 1e-12 * first["numpy_loss"]
 
-    # 2. the unchanged package: both entry points load from the cache, nothing compiles
+    # 2. the unchanged package: both entry points load from the cache, nothing compiles (nor says
+    # it does)
     second = _fresh_process(src, cache_dir, "run")
     assert second["cached_before"] is True
+    assert "compiling" not in second["stderr"] and second["compiled_when_warned"] == [], second["stderr"]
     assert second["run"][0] >= 1 and second["run"][1] == 0
     assert second["activate"] == [1, 0]
     assert second["sigma"] == first["sigma"] and second["loss"] == first["loss"]
@@ -179,3 +197,65 @@ def test_is_cached_after_a_call_of_each_kind(dtype, monkeypatch):
             assert f._kernel.uses_blas == blas
             f(net.init_weights(0))
         assert numba_kernels.is_cached(dtype, blas=blas)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_is_cached_after_an_epoch_of_each_kind(dtype, monkeypatch):
+    """is_cached(epoch=True) builds the signature of the epoch's entry point as the backend calls
+    it (weighted or not, shuffled or not: one signature), after an epoch of each kind."""
+    from fastbp.backends import numba_backend
+    from fastbp.backends.numba_kernels.epoch import run_epoch
+    from fastbp.optimizers import SGDOptimizer
+
+    rng = np.random.default_rng(0)
+    X, T = rng.standard_normal((40, 3)).astype(dtype), rng.integers(0, 2, (40, 1)).astype(dtype)
+    for blas in (False, True):
+        with monkeypatch.context() as m:
+            if blas:
+                m.setattr(numba_backend, "BLAS_MIN_COEFS", 1)
+            net = fastbp.Network([3, 4, 1], backend="numba", dtype=dtype, n_threads=2)
+            kernel = net._kernel_for(40)
+            assert kernel.uses_blas == blas
+            W = net.init_weights(0).astype(dtype)
+            opt = SGDOptimizer([W], 0.01)
+            kernel.run_epoch(W, X, T, None, None, 16, 1e-4, opt)
+            compiled = len(run_epoch.signatures)
+            kernel.run_epoch(W, X, T, rng.uniform(size=40), rng.permutation(40), 16, 1e-4, opt)
+            assert len(run_epoch.signatures) == compiled  # the same specialization
+        assert numba_kernels.is_cached(dtype, blas=blas, epoch=True)
+
+
+def test_the_first_call_says_it_compiles_once_per_dtype_and_kind(monkeypatch):
+    """The warning comes when the cache lacks the kernels (as is_cached says), on the first call
+    of each dtype and kind of network in the process, and not again."""
+    import warnings
+
+    from fastbp.backends import NumbaCompileWarning, numba_backend
+
+    monkeypatch.setattr(numba_backend, "_ANNOUNCED", set())
+    cached = set()
+    monkeypatch.setattr(numba_kernels, "is_cached",
+                        lambda dtype=np.float64, blas=False: (np.dtype(dtype), blas) in cached)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
+
+    def first_call(dtype=np.float64, blas=False):
+        with monkeypatch.context() as m:
+            m.setattr(numba_backend, "BLAS_MIN_COEFS", 1 if blas else 128 * 128)
+            net = fastbp.Network([3, 4, 1], backend="numba", dtype=dtype)
+            f = net.bind(X, y)
+            assert f._kernel.uses_blas == blas
+            f(net.init_weights(0))
+
+    with pytest.warns(NumbaCompileWarning, match=r"compiling the numba kernels for float64 networks once \(~\d+ s\)"):
+        first_call()
+    with pytest.warns(NumbaCompileWarning, match="for float32 networks"):
+        first_call(np.float32)
+    with pytest.warns(NumbaCompileWarning, match="for float64 BLAS networks"):
+        first_call(blas=True)
+    cached.add((np.dtype(np.float32), True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first_call()  # said already in this process
+        first_call(np.float32)
+        first_call(np.float32, blas=True)  # in the cache

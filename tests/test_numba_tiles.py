@@ -58,11 +58,15 @@ def test_mm_flat_matches_numpy(n_in, n_out, dtype):
     buf = np.zeros(3 + n_in * ts + n_out * ts + 8, dtype=dtype)  # offsets inside one flat array
     zi, ao = 3, 3 + n_in * ts
     buf[zi : zi + n_in * ts] = Zin.ravel()
-    Bv = np.concatenate([np.zeros(5, dtype=dtype), b])
+    wo, bo = 5, 7 + n_in * n_out  # W and b inside one flat array, as in the kernels' Wc
+    Wf = np.zeros(bo + n_out + 1, dtype=dtype)
+    Wf[wo : wo + n_in * n_out] = W.ravel()
+    Wf[bo : bo + n_out] = b
+    one, none = np.int64(1), np.int64(-1)
     # forward: A = W.T Z + b, relu at the store (mode 3) and as is (mode 0)
     ref = W.T.astype(float) @ Zin.astype(float) + b.astype(float)[:, None]
     for mode, want in ((0, ref), (3, np.maximum(ref, 0))):
-        mm_flat(W.T, Bv, 5, buf, zi, buf, ao, ts, mode, buf, 0)
+        mm_flat(Wf, wo, one, n_out, n_out, n_in, bo, buf, zi, buf, ao, ts, mode, buf, 0)
         assert _rel(buf[ao : ao + n_out * ts].reshape(n_out, ts), want) <= rtol
     # backward: δ_in = σ'(a) (W δ_out), σ' written from z in the finishing modes 11–13
     Dout = rng.standard_normal((n_out, ts)).astype(dtype)
@@ -80,7 +84,7 @@ def test_mm_flat_matches_numpy(n_in, n_out, dtype):
         (12, prod * (1 - zf * zf)),
         (13, np.where(zf > 0, prod, 0.0)),
     ):
-        mm_flat(W, Bv, -1, Dbuf, ao, Dbuf, zi, ts, mode, Zd, 7)
+        mm_flat(Wf, wo, n_out, one, n_in, n_out, none, Dbuf, ao, Dbuf, zi, ts, mode, Zd, 7)
         assert _rel(Dbuf[zi : zi + n_in * ts].reshape(n_in, ts), want) <= rtol
 
 

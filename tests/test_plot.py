@@ -120,15 +120,21 @@ def test_three_classes_get_a_third_colour(fig_ax):
     assert _close(_pixel(img, ax, 0.7, 0.5), _tint(GREEN))
 
 
-def test_draws_on_the_current_axes_when_none_given():
-    fig = plt.figure(figsize=(3, 3), dpi=80)
+def test_a_new_figure_for_each_plot_when_no_axes_given():
+    """Without ``ax=`` each function draws on a figure of its own: ``loss_curve`` after
+    ``decision_boundary`` must not draw over the boundary (nor over a figure the user had open)."""
+    before = plt.figure()
     try:
-        ax = decision_boundary(_vertical_split, X, Y, resolution=50)
-        assert ax is fig.axes[0]
-        img = _render(fig)
-        assert _close(_pixel(img, ax, -0.5, 0.5), _tint(RED))
+        ax1 = decision_boundary(_vertical_split, X, Y, resolution=50)
+        ax2 = loss_curve([3.0, 2.0, 1.0])
+        figures = {before, ax1.figure, ax2.figure}
+        assert len(figures) == 3, "each call without ax= must make its own figure"
+        assert before.axes == [] and ax1.figure.axes == [ax1] and ax2.figure.axes == [ax2]
+        assert len(ax1.lines) == 0 and len(ax2.lines) == 1  # the loss curve is not on the boundary
+        img = _render(ax1.figure)
+        assert _close(_pixel(img, ax1, -0.5, 0.5), _tint(RED))
     finally:
-        plt.close(fig)
+        plt.close("all")
 
 
 @pytest.mark.parametrize(

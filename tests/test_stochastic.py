@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import fastbp
 from fastbp import MLPClassifier, MLPRegressor
 from fastbp.backends import stochastic
-from fastbp.estimators import _shuffled
+from fastbp.estimators import _shuffle_in_place
 from fastbp.optimizers import AdamOptimizer, SGDOptimizer, as_flat
 
 SHAPES = [(3, 4), (4, 2), (4,), (2,)]
@@ -108,12 +108,18 @@ def test_optimizers_pickle_and_convert_without_sharing_state():
         as_flat(object(), params)
 
 
+@pytest.mark.parametrize("n", [1, 2, 37, 300])
 @pytest.mark.parametrize("seed", [0, 1, 123])
-def test_shuffle_is_sklearns(seed):
-    idx = np.random.default_rng(seed).permutation(37)
+def test_shuffle_is_sklearns(seed, n):
+    """Shuffling the sample order in place gives scikit-learn's shuffle of it, epoch after epoch,
+    and consumes the same draws."""
+    ours = np.random.default_rng(seed).permutation(n)
+    theirs = ours.copy()
     a, b = np.random.RandomState(seed), np.random.RandomState(seed)
     for _ in range(3):
-        np.testing.assert_array_equal(_shuffled(idx, a), sk_shuffle(idx, random_state=b))
+        _shuffle_in_place(ours, a)
+        theirs = sk_shuffle(theirs, random_state=b)
+        np.testing.assert_array_equal(ours, theirs)
     assert a.randint(1 << 30) == b.randint(1 << 30)  # the same draws were consumed
 
 

@@ -88,7 +88,14 @@ R-operator; its module docstring has the formulas. Until a backend's kernel has 
     Returns ``Σ_b |b| · loss_b`` over the batches not skipped (|b| the batch's sample count,
     weighted or not), a Python float; the caller divides by n for the epoch's ``loss_``. The
     schedules between epochs (invscaling, adaptive), the shuffles and the stopping rules stay in
-    the caller (:mod:`fastbp.estimators`).
+    the caller (:mod:`fastbp.estimators`). Bad arrays (dtype, shape, an index of ``order``
+    outside ``[0, n)``) raise a ValueError before anything is changed.
+
+    The numba and cython kernels have one (:mod:`fastbp.backends.numba_kernels.epoch`,
+    ``src_kernels/fb_epoch.pxi``): each batch's blocks are those of a kernel call on that batch
+    and the step rounds as NumPy's does, so their weights and optimizer state equal the
+    reference's to the bit (on x86-64, float64 and float32; to round-off where a compiler fuses
+    multiply-adds), and the returned loss to round-off (its L2 sum is vectorized).
 
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.
@@ -112,6 +119,7 @@ __all__ = [
     "backend_names",
     "NotBuiltError",
     "BackendNotBuiltWarning",
+    "NumbaCompileWarning",
 ]
 
 _MODULES: dict[str, str] = {}
@@ -128,6 +136,17 @@ class NotBuiltError(ImportError):
 class BackendNotBuiltWarning(UserWarning):
     """``backend="auto"`` passed over a backend that could not be compiled when fastbp was
     installed (once per process and backend)."""
+
+
+class NumbaCompileWarning(UserWarning):
+    """The ``numba`` backend is compiling its kernels: the first call of a dtype and kind of
+    network waits several seconds, once (Numba's disk cache keeps them for later processes).
+
+    Said before the wait, once per process, dtype and kind (unit-major or BLAS networks), and only
+    when the cache does not already hold them. Silence it like any warning::
+
+        warnings.filterwarnings("ignore", category=fastbp.backends.NumbaCompileWarning)
+    """
 
 
 def register(name, module):

@@ -138,18 +138,26 @@ class SerialBlasKernel:
     def __getattr__(self, name):  # n_threads, tile, blas_layers, _n_blocks... of the kernel
         return getattr(self.kernel, name)
 
-    def __call__(self, W, X, T, sample_weight, scale, l2):
-        kernel = self.kernel
+    def _serial_blas(self, method, *args):
         if self._controllers is None:
             self._controllers = _blas_controllers()
         saved = [c.num_threads for c in self._controllers]
         for c in self._controllers:
             c.set_num_threads(1)
         try:
-            return kernel(W, X, T, sample_weight, scale, l2)
+            return method(*args)
         finally:
             for c, n in zip(self._controllers, saved):
                 c.set_num_threads(n)
+
+    def __call__(self, W, X, T, sample_weight, scale, l2):
+        return self._serial_blas(self.kernel, W, X, T, sample_weight, scale, l2)
+
+    def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """The kernel's epoch (one call, every batch's BLAS products on the kernel's threads),
+        with BLAS held to one thread meanwhile, as for a call."""
+        return self._serial_blas(self.kernel.run_epoch, W, X, T, sample_weight, order, batch_size, alpha,
+                                 optimizer)
 
 
 class CythonBackend:

@@ -10,7 +10,16 @@ number of samples, the layout and ``n_threads``; each block sums into its own fl
 the buffers are added in block order. The same inputs and ``n_threads`` therefore give
 bit-identical results, however many threads actually ran. The blocks run on the calling thread
 and the workers of :mod:`fastbp.backends.numba_kernels.pool_threads` (why not ``prange``: see
-there). Networks with a BLAS layer run one block and let BLAS use the cores.
+there). Networks with a BLAS layer do the same, each thread calling BLAS held to one thread
+(:mod:`fastbp.backends.blas_threads`): BLAS's own threads would not flush subnormals, and would
+oversubscribe the cores the kernel's threads use.
+
+Subnormal numbers are flushed to zero on every thread of a call, and the caller's mode is put
+back after (:mod:`fastbp.backends.numba_kernels.fpenv`).
+
+The first call of a kind of network (unit-major or BLAS) and dtype compiles the kernels (several
+seconds) unless Numba's disk cache already holds them: it then says so, once per process, with a
+:class:`NumbaCompileWarning`, before the wait.
 
 Second order (``hessp``, ``hessp_block``, ``gauss_newton_product``, ``gauss_newton_block``,
 ``output_jacobian``: the protocol of :mod:`fastbp.backends`) runs the R-operator's kernels
@@ -18,18 +27,24 @@ Second order (``hessp``, ``hessp_block``, ``gauss_newton_product``, ``gauss_newt
 (:mod:`.numba_kernels.second_order`), with the same blocks and determinism; what they need (a
 layout with their own, smaller tile: five arrays a tile instead of two; per-thread scratch) is
 prepared on the first second-order call, so a gradient-only fit neither compiles nor allocates it.
+Networks with a BLAS layer run their second-order blocks on the calling thread and let BLAS use
+the cores.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 
+from . import NumbaCompileWarning, blas_threads
 from .numba_kernels import pool_threads as P
 from .numba_kernels.driver import run
+from .numba_kernels.epoch import run_epoch as _run_epoch
 from .numba_kernels.meta import H_GSIZE, H_ZSIZE, OUT_BLOCK, PAD, make_meta
-from .numba_kernels.pool import CTL_LEN, JOB_LEN, MAX_BLOCKS, MAX_SLOTS
+from .numba_kernels.optimizers import ADAM, SGD
+from .numba_kernels.pool import JOB_LEN, MAX_BLOCKS, MAX_SLOTS
 from .numba_kernels.roperator import R_FLAGS, rbase, scratch_sizes
 from .numba_kernels.second_order import curvature_pool, output_jacobian, run_curvature
 
@@ -41,13 +56,16 @@ BLAS_MIN_COEFS = 128 * 128
 #: just runs fewer of them; below that, each extra block costs a tile's fixed overhead).
 MIN_PARALLEL_WORK = 40_000
 MIN_BLOCK_SAMPLES = 32
+#: Least samples a block of a BLAS network: its gemms keep BLAS speed (as the Cython kernel's).
+MIN_BLAS_BLOCK_SAMPLES = 128
 MANY_BLOCKS_WORK = 2_000_000
 BLOCKS_PER_THREAD = 4
 #: Tile bounds (samples). Small networks get tiles that keep every layer's z and δ in L2 cache.
 TILE_MIN, TILE_MAX = 16, 256
 _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 KiB of z and δ)
-#: Sample-major BLAS tiles: as many rows as fit ``_ROWS_BUDGET`` values of z and δ (each), at
-#: most ``TILE_ROWS`` rows: big enough that every gemm runs at BLAS speed, bounded memory.
+#: Sample-major BLAS tiles: as many rows as fit ``_ROWS_BUDGET`` values of z and δ (each, all
+#: threads together), at most ``TILE_ROWS`` rows: big enough that every gemm runs at BLAS speed,
+#: bounded memory.
 TILE_ROWS = 4096
 _ROWS_BUDGET = 1 << 21
 
@@ -66,8 +84,37 @@ SPLIT_DIRECTIONS = 8
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
-_CTL_NONE = np.zeros(CTL_LEN, dtype=np.int64)  # a serial call's (unused) control array
-_ROWS = np.empty(0, dtype=np.int8)
+_CTL_NONE = P.SERIAL_CTL  # a serial call's control array (only read)
+_ROWS = P._ROWS
+_NO_ORDER = np.zeros(0, dtype=np.int64)  # an epoch's samples in order
+_INT64, _FLOAT64 = np.dtype(np.int64), np.dtype(np.float64)  # (comparing with np.int64 converts it each time)
+
+
+#: About how long a cold compile of one dtype and kind takes, in seconds (said in the warning).
+COLD_COMPILE_S = 10
+_ANNOUNCED = set()  # (dtype, blas, epoch) this process has looked up
+
+
+def _announce_compile(dtype, blas, epoch=False):
+    """Warn, before the wait, that this call compiles: the first of its dtype and kind (and
+    entry point: the gradient's or the epoch's) in this process, when the disk cache does not
+    hold the compiled entry point."""
+    key = (np.dtype(dtype).str, bool(blas), bool(epoch))
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    from .numba_kernels import is_cached
+
+    if is_cached(dtype, blas=blas, **({"epoch": True} if epoch else {})):
+        return
+    kind = "BLAS " if blas else ""
+    what = "epoch kernels" if epoch else "kernels"
+    warnings.warn(
+        f"fastbp: compiling the numba {what} for {np.dtype(dtype).name} {kind}networks once "
+        f"(~{COLD_COMPILE_S} s); cached after",
+        NumbaCompileWarning,
+        stacklevel=4,  # towards the user's call
+    )
 
 
 def _aligned_zeros(shape, dtype, align=64):
@@ -107,7 +154,7 @@ class NumbaKernel:
         self.uses_blas = any(blas)
         if self.uses_blas:
             per_row = int(sizes[1:].sum())
-            tile = max(OUT_BLOCK, min(TILE_ROWS, _ROWS_BUDGET // per_row))
+            tile = max(OUT_BLOCK, min(TILE_ROWS, _ROWS_BUDGET // (per_row * self.n_threads)))
             tile -= tile % PAD
         else:
             tile = _TILE_BUDGET // int(sizes.sum())
@@ -126,20 +173,27 @@ class NumbaKernel:
             rows=self.uses_blas,
         )
         self.meta.setflags(write=False)
-        self._max_blocks = 1 if self.uses_blas or self.n_threads == 1 else BLOCKS_PER_THREAD * self.n_threads
+        self._max_blocks = 1 if self.n_threads == 1 else BLOCKS_PER_THREAD * self.n_threads
+        self._min_block = MIN_BLAS_BLOCK_SAMPLES if self.uses_blas else MIN_BLOCK_SAMPLES
         self._work_per_sample = layout.n_coef + 4 * sum(layout.layer_sizes[1:-1])
         self._lock = threading.Lock()
         self._scratch = self._allocate()
         self._n_blocks_of = {}
         self._rows = _ROWS if self.uses_blas else None  # selects the sample-major block kernel
-        self._pool = P.get_pool(layout.dtype) if self._max_blocks > 1 else None
+        kind = P.BlasPool if self.uses_blas else P.Pool
+        self._pool = P.get_pool(layout.dtype, kind) if self._max_blocks > 1 else None
+        self._announce = self._announce_epoch = True  # the first call checks whether it compiles
+        self._epoch_pool = P.get_pool(layout.dtype, P.EpochPool) if self._max_blocks > 1 else None
+        self._batches = {}  # (n, batch_size, weighted) -> what an epoch needs: see _batch_plan
+        self._dtype = layout.dtype
+        self._w_shape = (layout.n_params,)
         self._second = None  # second order's state, prepared on its first call
         self._jacobian = None
 
     def _allocate(self):
         """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
         gradient row; W in the compute dtype; the job table."""
-        t, dt = (1 if self.uses_blas else self.n_threads), self.layout.dtype
+        t, dt = self.n_threads, self.layout.dtype
         # rows padded to 64 bytes, so every thread's row starts aligned too
         zd = _aligned_zeros((t, -(-self._csize * dt.itemsize // 64) * 64 // dt.itemsize), dt)
         ws = _aligned_zeros((t, -(-self._wsize // 8) * 8), np.float64)
@@ -154,7 +208,7 @@ class NumbaKernel:
         if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
             return 1
         per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
-        return max(1, min(per_thread * self.n_threads, n_samples // MIN_BLOCK_SAMPLES, MAX_BLOCKS))
+        return max(1, min(per_thread * self.n_threads, n_samples // self._min_block, MAX_BLOCKS))
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         n_blocks = self._n_blocks_of.get(X.shape[0])
@@ -167,8 +221,13 @@ class NumbaKernel:
         sw = _EMPTY if sample_weight is None else _readonly(sample_weight)
         if not W.flags.writeable:
             W = W.copy()
+        if self._announce:
+            self._announce = False
+            _announce_compile(self.layout.dtype, self.uses_blas)
         # Scratch is reused between calls; a concurrent call on the same kernel gets its own.
         locked = self._lock.acquire(blocking=False)
+        if self.uses_blas:
+            blas_threads.hold()  # every gemm on the kernel's threads, in its flush mode
         try:
             zd, ws, gbuf, wc, job = self._scratch if locked else self._allocate()
             n_slots = min(self.n_threads, n_blocks)
@@ -184,6 +243,8 @@ class NumbaKernel:
                 if pool is not None:
                     pool.release()
         finally:
+            if self.uses_blas:
+                blas_threads.release()
             if locked:
                 self._lock.release()
         return float(loss), grad
@@ -227,7 +288,7 @@ class NumbaKernel:
         try:
             zd, ws, job = st.scratch if locked else st.allocate()
             Wc, rmeta, gbuf = st.buffers(k, n_blocks, split, reuse=locked)
-            n_slots = min(self.n_threads, n_blocks)
+            n_slots = 1 if self.uses_blas else min(self.n_threads, n_blocks)
             pool = None
             if n_slots > 1:
                 pool = st.pool
@@ -263,6 +324,118 @@ class NumbaKernel:
         finally:
             if locked:
                 jac.lock.release()
+
+
+    def _batch_plan(self, n, batch_size, weighted):
+        """What an epoch over n samples in batches of ``batch_size`` needs besides the data, made
+        once per (n, batch size, weighted): the blocks of a full batch and of the last one (as a
+        kernel call on such a batch splits it), the batch buffers (Xb, Tb, swb: one batch of
+        gathered rows), and the shapes of X, T and a weight or order vector."""
+        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = int(batch_size)
+        rows = min(batch_size, n)
+        last = n % batch_size or rows
+        dt, sizes = self.layout.dtype, self.layout.layer_sizes
+        plan = (
+            self.n_blocks(rows),
+            self.n_blocks(last),
+            np.zeros((rows, sizes[0]), dtype=dt),
+            np.zeros((rows, sizes[-1]), dtype=dt),
+            np.zeros(rows if weighted else 0, dtype=np.float64),
+            (n, sizes[0]),
+            (n, sizes[-1]),
+            (n,),
+        )
+        if len(self._batches) > 8:  # a few batch sizes per kernel, not one per call
+            self._batches.clear()
+        self._batches[(n, batch_size, weighted)] = plan
+        return plan
+
+    def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """One epoch of minibatch training in one compiled call (:func:`.numba_kernels.epoch.run_epoch`);
+        the protocol is in :mod:`fastbp.backends`. The arrays are checked (cheaply: this runs once
+        an epoch, and the lab's epochs are one batch of tens of microseconds)."""
+        dt = self._dtype
+        n = X.shape[0]
+        weighted = sample_weight is not None
+        plan = self._batches.get((n, batch_size, weighted))
+        if plan is None:
+            plan = self._batch_plan(n, batch_size, weighted)
+        blocks_full, blocks_last, Xb, Tb, swb, x_shape, t_shape, n_shape = plan
+        f = W.flags
+        if not (W.dtype == dt and W.shape == self._w_shape and f.c_contiguous and f.writeable):
+            raise ValueError(f"W must be a writable C-contiguous {dt} vector of length {self._w_shape[0]}")
+        if optimizer.kind == "adam":
+            kind, S1, S2 = ADAM, optimizer.m, optimizer.v
+            lr, mu, nesterov, t = float(optimizer.learning_rate_init), 0.0, False, int(optimizer.t)
+            b1, b2, eps = float(optimizer.beta_1), float(optimizer.beta_2), float(optimizer.epsilon)
+        else:
+            kind, S1 = SGD, optimizer.velocity
+            S2 = S1
+            lr, mu, nesterov, t = float(optimizer.learning_rate), float(optimizer.momentum), bool(optimizer.nesterov), 0
+            b1 = b2 = eps = 0.0
+        for S in (S1, S2):
+            f = S.flags
+            if not (S.dtype == dt and S.shape == self._w_shape and f.c_contiguous and f.writeable):
+                raise ValueError(f"the optimizer's state must be writable C-contiguous {dt} vectors of W's length")
+        fx, ft = X.flags, T.flags
+        if not (X.dtype == dt and X.shape == x_shape and fx.c_contiguous and T.dtype == dt and T.shape == t_shape
+                and ft.c_contiguous):
+            raise ValueError(f"X and T must be C-contiguous {dt} arrays of shapes {x_shape}, {t_shape}")
+        if fx.writeable:
+            X = _readonly(X)
+        if ft.writeable:
+            T = _readonly(T)
+        if weighted:
+            f = sample_weight.flags
+            if not (sample_weight.dtype == _FLOAT64 and sample_weight.shape == n_shape and f.c_contiguous):
+                raise ValueError(f"sample_weight must be None or a C-contiguous float64 array of shape {n_shape}")
+            sw = _readonly(sample_weight) if f.writeable else sample_weight
+        else:
+            sw = _EMPTY
+        if order is None:
+            order = _NO_ORDER
+        else:
+            f = order.flags
+            if not (order.dtype == _INT64 and order.shape == n_shape and f.c_contiguous):
+                raise ValueError(f"order must be None or a C-contiguous int64 array of shape {n_shape}")
+            if not f.writeable:
+                order = order.copy()
+        if self._announce_epoch:
+            self._announce_epoch = False
+            _announce_compile(dt, self.uses_blas, epoch=True)
+        locked = self._lock.acquire(blocking=False)
+        if self.uses_blas:
+            blas_threads.hold()  # the blocks' gemms on this thread, in the epoch's flush mode
+        try:
+            zd, ws, gbuf, _, job = self._scratch if locked else self._allocate()
+            if not locked:  # a concurrent epoch on this kernel: its own batch buffers too
+                Xb, Tb, swb = Xb.copy(), Tb.copy(), swb.copy()
+            # (a BLAS network's blocks run on this thread: the epoch pool serves unit-major ones)
+            n_slots = 1 if self.uses_blas else min(self.n_threads, max(blocks_full, blocks_last))
+            pool = None
+            if n_slots > 1:
+                pool = self._epoch_pool
+                if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
+                    pool, n_slots = None, 1
+            try:
+                total, t, rate = _run_epoch(
+                    W, X, T, sw, order, batch_size, float(alpha), kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
+                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots,
+                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
+            finally:
+                if pool is not None:
+                    pool.release()
+        finally:
+            if self.uses_blas:
+                blas_threads.release()
+            if locked:
+                self._lock.release()
+        if kind == ADAM and t != optimizer.t:  # (no step taken: the last rate stays)
+            optimizer.t = t
+            optimizer.learning_rate = rate
+        return total
 
 
 def _one_row(V):
@@ -348,8 +521,8 @@ class _SecondOrder:
         if plan is None:
             work = n_samples * self._work_per_sample * (1 + 2 * k)
             threads = self.kernel.n_threads
-            if self._max_blocks == 1 or work < MIN_PARALLEL_WORK:
-                plan = (1, 0)
+            if self._max_blocks == 1 or self.kernel.uses_blas or work < MIN_PARALLEL_WORK:
+                plan = (1, 0)  # (a BLAS network: one block, BLAS's threads take the cores)
             elif k >= SPLIT_DIRECTIONS:
                 split = -(-k // min(k, BLOCKS_PER_THREAD * threads, MAX_BLOCKS))
                 plan = (-(-k // split), split)

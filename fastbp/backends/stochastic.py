@@ -11,9 +11,11 @@ epochs are tested against.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-__all__ = ["run_epoch", "reference_epoch", "batch_penalty"]
+__all__ = ["run_epoch", "epoch_function", "reference_epoch", "batch_penalty"]
 
 
 def batch_penalty(alpha, batch_weight):
@@ -47,6 +49,16 @@ def reference_epoch(kernel, W, X, T, sample_weight, order, batch_size, alpha, op
         total += loss * (stop - start)
         optimizer.step(W, grad)
     return total
+
+
+def epoch_function(kernel):
+    """The epoch of ``kernel`` as one callable ``f(W, X, T, sample_weight, order, batch_size,
+    alpha, optimizer) -> float`` (see :func:`run_epoch`): its own ``run_epoch`` where it has one,
+    else :func:`reference_epoch` on it. Looked up once per fit, not once per epoch."""
+    own = getattr(kernel, "run_epoch", None)
+    if own is not None:
+        return own
+    return functools.partial(reference_epoch, kernel)
 
 
 def run_epoch(kernel, W, X, T, sample_weight, order, batch_size, alpha, optimizer):

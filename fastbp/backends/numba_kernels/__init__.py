@@ -15,9 +15,12 @@ One module per concept, from the bottom up:
 :mod:`.tile_products`  W^T z + b and W δ on tiles, the gradient sums Σ z δ
 :mod:`.output_layer`   the loss and δ^L of each output kind
 :mod:`.backprop`       block kernels: forward and backward over the tiles of a block
+:mod:`.fpenv`          subnormals flushed to zero on every thread of a call
 :mod:`.pool`           the thread pool's compiled half: claiming and serving blocks
 :mod:`.driver`         the entry point :func:`~.driver.run`, for the caller and the workers
-:mod:`.pool_threads`   the thread pool's Python half: worker threads, sleep and wake, fork
+:mod:`.optimizers`     SGD's and Adam's steps on the flat weights (the estimators' solvers)
+:mod:`.epoch`          the entry point :func:`~.epoch.run_epoch`: a whole minibatch epoch
+:mod:`.pool_threads`   the thread pools' Python half: worker threads, sleep and wake, fork
 :mod:`.curvature`      second order: δ^L and the loss's curvature Λ R{a^L} of each output kind
 :mod:`.rproducts`      second order: two-term tile products, the σ'' term, sparse directions
 :mod:`.roperator`      second order: block kernels of the R-operator (H V, G V for k directions)
@@ -46,13 +49,14 @@ Adding to it
 ------------
 A new computation over the samples is a new block kernel (the signature is in :mod:`.backprop`)
 and, when it needs one, a new entry point beside :func:`~.driver.run` that passes its block kernel
-to the pool's ``_claim``/``_serve``/``_run_block`` (and, to run on threads, its own pool:
-:func:`.pool_threads.get_pool` with the function that serves it, as :mod:`.second_order` does).
-The passes of the R-operator (Hessian-vector products: R{a}, R{z} forward, R{δ} backward) are in
-:mod:`.roperator`, behind their own entry point, so the gradient's compiles none of them; an optimizer's epoch
-(scikit-learn's SGD and Adam: one compiled call per epoch, minibatch gradients by the block
-kernels, then the step) in a module ``epoch``, its update rules in ``optimizers``. Every module of
-the package is part of the cache stamp, so nothing else is needed to keep the cache fresh.
+to the pool's ``_claim``/``_serve``/``_run_job``. An entry point whose workers must serve its
+own kind of job gets its own pool (:func:`.pool_threads.get_pool` with a subclass of
+:class:`.pool_threads.Pool` whose ``_serve_once`` runs it: :class:`.pool_threads.EpochPool` for
+:func:`.epoch.run_epoch`, :class:`.second_order.CurvaturePool` for second order): its workers live
+in its compiled code, so a process that runs only one kind of call compiles that entry point
+alone. The passes of the R-operator (Hessian-vector products: R{a}, R{z} forward, R{δ} backward)
+are in :mod:`.roperator`. Every module of the package is part of the cache stamp, so nothing else
+is needed to keep the cache fresh.
 """
 
 from .cache import PACKAGE_STAMP, is_cached

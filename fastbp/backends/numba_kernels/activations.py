@@ -66,7 +66,7 @@ def activate(code, a):
     """
     m16 = a.shape[0] // 16 * 16
     if code != 0:
-        activate_rows(code, a, 0, m16)
+        activate_rows(code, a, np.int64(0), m16)  # (not a literal 0: one specialization for all callers)
         _activate_scalar(code, a, m16)
 
 

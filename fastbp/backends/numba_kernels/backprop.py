@@ -134,7 +134,11 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
 
 @njit(**_JIT)
 def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
-    """The block kernel on unit-major tiles (narrow networks: the inner loops run over samples)."""
+    """The block kernel on unit-major tiles (narrow networks: the inner loops run over samples).
+
+    Every product goes through :func:`.tile_products.mm_flat` and :func:`.tile_products.grad_acc`:
+    a network with a layer wide enough for BLAS runs :func:`_chunk_rows` instead (its BLAS flags
+    in ``meta`` are not read here)."""
     L = meta[H_L]
     act = meta[H_ACT]
     out = meta[H_OUT]
@@ -146,10 +150,9 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     ZO = HEADER + n1
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
-    BL = HEADER + 4 * n1
     Z = zd[:zsize]  # z of every layer (z^0 = x, the last holds a^L)
     D = zd[zsize : 2 * zsize]  # δ of every layer
-    GT = zd[2 * zsize :]  # BLAS gradient products
+    one = np.int64(1)  # (an int64 variable, not a literal: see mm_flat)
     loss = 0.0
     n0 = meta[SZ]
     for t0 in range(s_begin, s_end, tile):
@@ -171,25 +174,12 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
             zo_in = meta[ZO + layer]
             zo_out = meta[ZO + layer + 1]
             hidden = layer < L - 1
-            if meta[BL + layer]:
-                Zin = Z[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
-                Aout = Z[zo_out : zo_out + n_out * ts].reshape((n_out, ts))
-                Wl = Wc[meta[CO + layer] : meta[CO + layer + 1]].reshape((n_in, n_out))
-                b = Wc[meta[IO + layer] : meta[IO + layer + 1]]
-                np.dot(Wl.T, Zin, Aout)
-                for j in range(n_out):
-                    bj = b[j]
-                    for s in range(ts):
-                        Aout[j, s] += bj
-                if hidden:
-                    activate_rows(act, Z, zo_out, n_out * ts)
-            else:
-                fin = 3 if hidden and act == 3 else 0
-                co = meta[CO + layer]
-                Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
-                mm_flat(Wt, Wc, meta[IO + layer], Z, zo_in, Z, zo_out, ts, fin, Z, 0)
-                if hidden and fin == 0:
-                    activate_rows(act, Z, zo_out, n_out * ts)
+            fin = 3 if hidden and act == 3 else 0
+            # M = W_l^T: M[j, i] = Wc[co + i n_out + j] (no z to finish with: Zd is not read)
+            mm_flat(Wc, meta[CO + layer], one, n_out, n_out, n_in, meta[IO + layer], Z, zo_in, Z, zo_out, ts, fin,
+                    Z, zo_out)
+            if hidden and fin == 0:
+                activate_rows(act, Z, zo_out, n_out * ts)
         # output: loss and δ^L = s_n (y − t)
         m = meta[SZ + L]
         zo = meta[ZO + L]
@@ -205,26 +195,11 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
             co = meta[CO + layer]
             Gl = g[co : co + n_in * n_out].reshape((n_in, n_out))
             gb = g[meta[IO + layer] : meta[IO + layer + 1]]
-            Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
-            if meta[BL + layer]:
-                Gt = GT[: n_in * n_out].reshape((n_in, n_out))
-                np.dot(Zin, Dout.T, Gt)
-                _add_f64(Gl, Gt)
-                for j in range(n_out):
-                    acc = 0.0
-                    for s in range(ts):
-                        acc += np.float64(Dout[j, s])
-                    gb[j] += acc
-            else:
-                grad_acc(Zin, Dout, Gl, gb)
+            grad_acc(Zin, Dout, Gl, gb)
             if layer > 0:
-                if meta[BL + layer]:
-                    Din = D[zo_in : zo_in + n_in * ts].reshape((n_in, ts))
-                    np.dot(Wl, Dout, Din)
-                    activation_derivative(act, Zin.reshape(n_in * ts), Din.reshape(n_in * ts))
-                else:
-                    fin = 10 + act if act != 0 else 0
-                    mm_flat(Wl, Wc, -1, D, zo_out, D, zo_in, ts, fin, Z, zo_in)
+                fin = 10 + act if act != 0 else 0
+                # M = W_l: M[j, i] = Wc[co + j n_out + i]
+                mm_flat(Wc, co, n_out, one, n_in, n_out, -one, D, zo_out, D, zo_in, ts, fin, Z, zo_in)
     g[n_params] += loss
 
 

@@ -96,7 +96,7 @@ def register_locator():
     classes.insert(0, PackageCacheLocator)
 
 
-def is_cached(dtype=np.float64, blas=False):
+def is_cached(dtype=np.float64, blas=False, epoch=False):
     """Whether the disk cache holds the entry point compiled for networks of ``dtype``.
 
     True when the first call of such a network will load compiled code (a fraction of a second)
@@ -110,22 +110,29 @@ def is_cached(dtype=np.float64, blas=False):
         The compute dtype, float64 or float32.
     blas : bool, default False
         The sample-major (BLAS) specialization instead of the unit-major one.
+    epoch : bool, default False
+        The entry point of minibatch epochs (:func:`.epoch.run_epoch`, what the estimators' sgd
+        and adam fits compile) instead of the loss and gradient's (:func:`.driver.run`).
     """
     # the entry point's module imports this one (through .jit): import it only when asked
     from numba.core.typing.typeof import Purpose, typeof
 
     from .driver import run
+    from .epoch import run_epoch
     from .pool import CTL_LEN
-    from .pool_threads import placeholders
+    from .pool_threads import epoch_placeholders, placeholders
 
-    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
     ctl = np.zeros(CTL_LEN, dtype=np.int64)
     rows = np.empty(0, dtype=np.int8) if blas else None
-    args = (W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, 1, 1, ctl, job, 0, rows)
+    if epoch:
+        entry, args = run_epoch, (*epoch_placeholders(dtype, ctl)[:-1], rows)
+    else:
+        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
+        entry, args = run, (W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, 1, 1, ctl, job, 0, rows)
     sig = tuple(typeof(a, Purpose.argument) for a in args)
     try:
-        cache = run._cache
-        key = cache._index_key(sig, run.targetctx.codegen())
+        cache = entry._cache
+        key = cache._index_key(sig, entry.targetctx.codegen())
         name = cache._cache_file._load_index().get(key)
         return name is not None and os.path.exists(os.path.join(cache.cache_path, name))
     except Exception:  # a NullCache (caching off), or another Numba's internals

@@ -20,8 +20,9 @@ _FAST = dict(_JIT, fastmath={"reassoc", "contract"})
 # round-to-integer shifter is unaffected), no reassociation. Small and branch-free: LLVM inlines
 # them into the calling loops and vectorizes those.
 _MATH = dict(_JIT, fastmath={"contract"})
-# the pool's functions (:mod:`.pool`) are inlined into the entry point that calls them at Numba
-# IR level: one compiled entry point per dtype for the caller and the workers alike. Every extra
-# compiled layer around the kernels would cost LLVM another optimization of all of them (~2 s
-# each, cold cache).
+# the pool's functions that take a block kernel (:mod:`.pool`) are inlined into the entry point
+# that calls them at Numba IR level: one compiled entry point per dtype for the caller and the
+# workers alike. Every extra compiled layer around the kernels would cost LLVM another
+# optimization of all of them (~1-2 s each, cold cache); every inlined copy of a function costs
+# the entry point's typing and lowering again, so nothing else is inlined this way.
 _INLINE = dict(_JIT, inline="always")

@@ -5,28 +5,47 @@ the Python half): atomics on the int64 control array (llvmlite intrinsics), the 
 :func:`_claim`, a worker's spin between jobs :func:`_serve`, and what they need of the system:
 x86's ``pause`` and time-stamp counter, POSIX ``sched_yield``, Linux's ``sched_getcpu`` and
 affinity. The block kernel a job runs is an argument (``block_kernel``), so a new kind of job is a
-new entry point passing its own kernel. Everything here is inlined into the entry point
-(``inline="always"``).
+new entry point passing its own kernel. What takes the block kernel is inlined into the entry
+point at Numba IR level (``inline="always"``): compiled on its own, each would link and optimize
+the whole kernel once more. The rest (:func:`block_start`, :func:`_publish_job`, :func:`_fill_job`,
+:func:`_leave_cpu`, :mod:`.fpenv`) is compiled once and inlined by LLVM: each inlined copy of a
+function costs the entry point's compile again (~0.7 s of a cold compile when they were all
+inlined).
+
+Floating-point mode: the caller publishes its control word with the job (:func:`_publish_job`)
+and a worker takes its flush bits for every block it claims, putting its own back once the job
+has no block left for it (:mod:`.fpenv`): every block of a call runs in the caller's mode.
+
+Kinds of job: a worker runs the block kernel compiled into its code, so it claims only blocks of
+a job whose kernel is that one (the job's ``C_KIND``, :func:`_kernel_id`); blocks of any other
+kind of job stay to the caller, which runs them itself.
 """
 
 import os
 import platform
 import sys
+import zlib
 
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .jit import _INLINE
+from .fpenv import fpenv_adopt, fpenv_get
+from .jit import _INLINE, _JIT
 from .meta import PAD
 
 # ctl: one pool's int64 control array; the words written by different threads sit on their own
 # 64-byte lines. state = gen << 32 | T << 24 | K << 12 | next; worker blocks counts the blocks
 # that threads other than the caller ran (the tests read it).
 C_STATE, C_DONE, C_JOB, C_WORKER_BLOCKS = 0, 8, 16, 24
-C_MAINCPU = 17  # the caller's CPU at publication (written before the state, on the job's line)
+# written by the caller before the state, on the job's line: its CPU, its floating-point control
+# word (the workers run the job's blocks in its flush mode), the job's block kernel
+C_MAINCPU, C_FPENV, C_KIND = 17, 18, 19
+# 1: the calls of this control array leave subnormals as the caller's mode has them (a switch for
+# tests and for measuring what flushing saves: :func:`.pool_threads.set_flush_subnormals`)
+C_NOFLUSH = 32
 CTL_LEN = 40
 MAX_SLOTS = 255
 MAX_BLOCKS = 4095
@@ -223,7 +242,7 @@ def _pointer(typingctx, i):
 
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def block_start(b, n, n_blocks):
     """First sample of block ``b`` of ``n_blocks``: ``b n / K`` rounded up to a multiple of the
     tile padding (no block pads more than one partial tile, and the short block is the last,
@@ -254,10 +273,26 @@ def _run_block(job, b, slot, marker, block_kernel):
     block_kernel(Wc, X, T, sw, meta, block_start(b, n, n_blocks), block_start(b + 1, n, n_blocks), zd, ws, g)
 
 
+def _kernel_id(block_kernel):
+    """A nonzero int64 naming ``block_kernel`` (a compiled function), the same in every process."""
+
+
+@overload(_kernel_id)
+def _kernel_id_of(block_kernel):
+    if isinstance(block_kernel, types.Dispatcher):
+        f = block_kernel.dispatcher.py_func
+        kid = zlib.crc32(f"{f.__module__}.{f.__qualname__}".encode()) | 1
+        return lambda block_kernel: np.int64(kid)  # (not a literal: see tile_products.mm_flat)
+    return None
+
+
 @njit(**_INLINE)
 def _claim(ctl, gen, slot, marker, block_kernel):
     """As thread ``slot``, claim and run blocks of job ``gen`` with ``block_kernel`` until none is
-    left."""
+    left. A worker (``slot`` > 0) claims only from a job of that kernel, and runs its blocks in
+    the caller's floating-point mode, its own put back after."""
+    own = fpenv_get()
+    kid = _kernel_id(block_kernel)
     st = _load_acquire(ctl, C_STATE)
     while (st >> 32) == gen:
         n_slots = (st >> 24) & 0xFF
@@ -265,17 +300,52 @@ def _claim(ctl, gen, slot, marker, block_kernel):
         nxt = st & 0xFFF
         if nxt >= n_blocks or slot >= n_slots:
             break
+        # (the words the caller wrote before the state are visible once it is loaded)
+        if slot > 0 and ctl[C_KIND] != kid:
+            break  # a job this thread's code cannot run: the caller runs its blocks
         if _cas(ctl, C_STATE, st, st + 1):
             # the job cannot end while this block is unfinished: its table is still valid
             job = carray(_pointer(_load_acquire(ctl, C_JOB)), (JOB_LEN,), np.int64)
+            fpenv_adopt(ctl[C_FPENV])
             _run_block(job, nxt, slot, marker, block_kernel)
             if slot > 0:
                 _fetch_add(ctl, C_WORKER_BLOCKS, 1)  # a statistic: blocks the workers ran
             _fetch_add(ctl, C_DONE, 1)
         st = _load_acquire(ctl, C_STATE)
+    fpenv_adopt(own)
+
+
+@njit(**_JIT)
+def _publish_job(ctl, job, n_slots, n_blocks, kid):
+    """Offer the job of table ``job`` (``n_blocks`` blocks of the block kernel ``kid``, see
+    :func:`_kernel_id`, on up to ``n_slots`` threads) to the pool ``ctl``, in this thread's
+    floating-point mode; returns its generation."""
+    ctl[C_DONE] = 0
+    ctl[C_JOB] = _address(job)
+    ctl[C_MAINCPU] = _getcpu()
+    ctl[C_FPENV] = fpenv_get()
+    ctl[C_KIND] = kid
+    gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
+    _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
+    return gen
 
 
 @njit(**_INLINE)
+def _run_job(ctl, job, n_slots, n_blocks, marker, block_kernel):
+    """Run every block of the job ``job`` on this thread and the pool ``ctl``'s workers: publish
+    it, claim blocks until none is left, wait for the blocks other threads claimed (and are
+    therefore running)."""
+    gen = _publish_job(ctl, job, n_slots, n_blocks, _kernel_id(block_kernel))
+    _claim(ctl, gen, 0, marker, block_kernel)
+    spins = 0
+    while _load_acquire(ctl, C_DONE) < n_blocks:
+        _relax()
+        spins += 1
+        if spins & 63 == 0:
+            _sched_yield()
+
+
+@njit(**_JIT)
 def _leave_cpu(cpu):
     """Move this thread off ``cpu`` now (the kernel migrates a thread whose new affinity excludes
     its CPU at once), then give it back its own affinity: a worker woken by the caller is first
@@ -305,14 +375,17 @@ def _serve(ctl, slot, marker, spin_cycles, block_kernel):
     a millisecond of such turns only to be woken onto the same core again; and a worker that
     finds itself on the caller's CPU when a job comes moves off it (:func:`_leave_cpu`). Seen
     before: no block taken for 50 ms after another library's threads had run, calls at
-    one-thread speed."""
-    seen = _load_acquire(ctl, C_STATE) >> 32
-    _claim(ctl, seen, slot, marker, block_kernel)  # a job published while this thread was waking is claimable
+    one-thread speed.
+
+    One call of :func:`_claim` (and so one copy of the block kernel's call) serves every job: the
+    entry point's compile time grows with each inlined copy."""
+    gen = _load_acquire(ctl, C_STATE) >> 32
     while True:
+        _claim(ctl, gen, slot, marker, block_kernel)  # first: a job published while this thread woke
+        seen = gen
         spins = 0
         last = _clock(spins)
         spun = 0
-        gen = seen
         while gen == seen:
             _relax()
             spins += 1
@@ -325,13 +398,11 @@ def _serve(ctl, slot, marker, spin_cycles, block_kernel):
                 if spun > spin_cycles:
                     return seen
             gen = _load_acquire(ctl, C_STATE) >> 32
-        seen = gen
         if _LINUX and _getcpu() == ctl[C_MAINCPU]:
             _leave_cpu(ctl[C_MAINCPU])
-        _claim(ctl, gen, slot, marker, block_kernel)
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def _fill_job(job, X, T, sw, meta, zd, ws, gbuf, Wc, n_blocks):
     job[J_WC] = _address(Wc)
     job[J_NW] = Wc.shape[0]

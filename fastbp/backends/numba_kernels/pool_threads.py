@@ -18,14 +18,15 @@ against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.
   core if Linux woke it there; then it returns to Python and sleeps on a condition variable
   until a call wakes it.
 * A job names its arrays by address in a small int64 table (:data:`JOB_LEN` slots), so the
-  workers, started once, serve any network of their dtype. Every thread rebuilds the arrays from
-  that table, so the kernels are compiled once per dtype, whoever runs them.
-* A worker lives in the compiled code of one entry point, running that entry point's block
-  kernel; so each entry point that runs jobs on threads has its own pool (:func:`get_pool`'s
-  ``serve``): the gradient's :func:`.driver.run` and second order's
-  :func:`.second_order.run_curvature`. Keeping them apart keeps the gradient's compiled code as
-  it is; the price is that after a switch from one kind of call to the other the first pool's
-  workers spin (yielding) for their half millisecond while the second's work.
+  workers, started once, serve any network of their dtype and kind. Every thread rebuilds the
+  arrays from that table, so the kernels are compiled once per dtype and kind, whoever runs them.
+  The kinds are unit-major networks (:class:`Pool`) and sample-major BLAS networks
+  (:class:`BlasPool`): a worker's code holds one block kernel, so each kind has its own pool, as
+  has each other entry point that runs jobs on threads (the epoch's :class:`EpochPool`, second
+  order's :class:`.second_order.CurvaturePool`). After a switch from one kind of call to another
+  the first pool's workers spin (yielding) for their half millisecond while the second's work.
+* Every block runs in the caller's floating-point mode (subnormals flushed to zero: see
+  :mod:`.fpenv`); :func:`set_flush_subnormals` switches that off, for tests and measurements.
 
 The pool is the same algorithm as the Cython backend's ``src_kernels/fb_pool.h``, written with
 Numba's compiled code and llvmlite atomics. The compiled part is :mod:`.pool` (inlined into the
@@ -42,29 +43,30 @@ import threading
 import numpy as np
 
 from .driver import run
-from .pool import CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
+from .epoch import run_epoch
+from .pool import C_NOFLUSH, CTL_LEN, JOB_LEN, MAX_SLOTS, SPIN_CYCLES
+
+_ROWS = np.empty(0, dtype=np.int8)  # the ``rows`` argument of sample-major calls
+_flush_off = 0  # set_flush_subnormals(False) sets it
 
 
 # ------------------------------------------------------------------------ the pool in Python
 class Pool:
-    """The worker threads serving one compute dtype and one entry point (see the module docstring).
+    """The worker threads serving one compute dtype (see the module docstring).
 
-    Use :func:`get_pool`; a call goes ``pool.acquire(n_slots)`` → the entry point → ``pool.release()``.
-    ``serve(dtype, ctl, slot, spin_cycles)`` runs the entry point as worker ``slot`` of the pool
-    whose control array is ``ctl`` and returns the last generation it saw (default: the gradient's
-    :func:`run`, through :func:`serve_gradient`).
+    Use :func:`get_pool`; a call goes ``pool.acquire(n_slots)`` → :func:`run` → ``pool.release()``.
     """
 
-    def __init__(self, dtype, serve=None, name="fastbp-numba"):
+    def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
         self.ctl = np.zeros(CTL_LEN, dtype=np.int64)
-        self._serve_entry = serve_gradient if serve is None else serve
-        self.name = name
+        self._placeholders = placeholders(self.dtype)
         self._reset()
 
     def _reset(self):
         """Fresh locks and no workers (at creation, and in a child after ``fork``)."""
         self.ctl[:] = 0
+        self.ctl[C_NOFLUSH] = _flush_off
         self._job_lock = threading.Lock()  # one job at a time
         self._cond = threading.Condition(threading.Lock())
         self._ticket = 0  # bumped to wake sleepers
@@ -87,8 +89,12 @@ class Pool:
     def release(self):
         self._job_lock.release()
 
+    #: the ``rows`` argument of the calls this pool's workers serve (None: unit-major)
+    rows = None
+
     def _serve_once(self, slot, spin_cycles):
-        return self._serve_entry(self.dtype, self.ctl, slot, spin_cycles)
+        W, X, T, sw, meta, zd, ws, gbuf, Wc, job = self._placeholders
+        return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, self.ctl, job, slot, self.rows)[0]
 
     def _start(self, n_workers):
         # compile (or load) the workers' code here, not in a worker: a daemon thread still
@@ -97,7 +103,7 @@ class Pool:
         self._serve_once(MAX_SLOTS, 0)
         while self.n_workers < min(n_workers, MAX_SLOTS - 1):
             self.n_workers += 1
-            t = threading.Thread(target=self._serve, args=(self.n_workers,), name=f"{self.name}-{self.n_workers}")
+            t = threading.Thread(target=self._serve, args=(self.n_workers,), name=f"fastbp-numba-{self.n_workers}")
             t.daemon = True
             t.start()
 
@@ -113,16 +119,38 @@ class Pool:
                 self.sleepers -= 1
 
 
-_PLACEHOLDERS = {}
+class BlasPool(Pool):
+    """The workers of sample-major BLAS networks: they live in the specialization of :func:`run`
+    compiled for them (its block kernel calls BLAS, single-threaded inside each worker), which a
+    process with only lab-sized networks never compiles. Use :func:`get_pool` with
+    ``kind=BlasPool``."""
+
+    rows = _ROWS
 
 
-def serve_gradient(dtype, ctl, slot, spin_cycles):
-    """Worker ``slot`` of the pool ``ctl`` in the gradient's entry point :func:`run`."""
-    args = _PLACEHOLDERS.get(dtype.str)
-    if args is None:
-        args = _PLACEHOLDERS.setdefault(dtype.str, placeholders(dtype))
-    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = args
-    return run(W, X, T, sw, meta, zd, ws, gbuf, Wc, 0.0, 0.0, spin_cycles, 0, ctl, job, slot, None)[0]
+class EpochPool(Pool):
+    """The workers of :func:`.epoch.run_epoch`: its own pool, whose threads live in that entry
+    point's compiled code, so a fit by epochs compiles (or loads) one entry point per dtype, never
+    :func:`.driver.run` too. Same algorithm, same control words, its own threads (asleep unless
+    epochs run). Use :func:`get_pool` with ``kind=EpochPool``."""
+
+    def __init__(self, dtype):
+        super().__init__(dtype)
+        self._epoch_placeholders = epoch_placeholders(dtype, self.ctl)
+
+    def _serve_once(self, slot, spin_cycles):
+        args = self._epoch_placeholders
+        return run_epoch(*args[:24], spin_cycles, *args[25:29], slot, None)[0]
+
+
+def epoch_placeholders(dtype, ctl):
+    """Arguments of the types a call passes to :func:`.epoch.run_epoch` (the caller's slot 0,
+    unit-major), the control array ``ctl`` among them: a worker's call replaces the spin (index
+    24) and the slot (29)."""
+    W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
+    order = np.zeros(0, dtype=np.int64)
+    return (Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, Wc, Wc, meta, zd, ws, gbuf, zd, zd,
+            np.zeros(0), 0, 1, 1, ctl, job, 0, None)
 
 
 def placeholders(dtype):
@@ -151,16 +179,37 @@ _POOLS = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(dtype, serve=None, name="fastbp-numba"):
-    """The process's pool for ``dtype`` and the entry point that ``serve`` runs (default: the
-    gradient's), created on first use. An entry point's workers live in its compiled code, so
-    every entry point that runs jobs on threads has its own pool."""
-    key = (np.dtype(dtype).str, serve)
+def get_pool(dtype, kind=Pool):
+    """The process's pool of class ``kind`` (:class:`Pool`, :class:`BlasPool`,
+    :class:`EpochPool`) for ``dtype``
+    (created on first use)."""
+    key = (kind, np.dtype(dtype).str)
     pool = _POOLS.get(key)
     if pool is None:
         with _POOLS_LOCK:
-            pool = _POOLS.setdefault(key, Pool(dtype, serve, name))
+            pool = _POOLS.setdefault(key, kind(dtype))
     return pool
+
+
+#: The control array of calls that run on the calling thread alone (only read by them).
+SERIAL_CTL = np.zeros(CTL_LEN, dtype=np.int64)
+
+
+def set_flush_subnormals(on):
+    """Whether the numba kernels flush subnormal numbers to zero during a call (default True);
+    returns the previous setting.
+
+    A switch for tests and for measuring what flushing saves, not for users: results are
+    bit-identical only for a fixed setting. Off, a call computes subnormals in the caller's own
+    mode, on every thread of the call.
+    """
+    global _flush_off
+    previous = not _flush_off
+    _flush_off = 0 if on else 1
+    with _POOLS_LOCK:
+        for ctl in [SERIAL_CTL] + [pool.ctl for pool in _POOLS.values()]:
+            ctl[C_NOFLUSH] = _flush_off
+    return previous
 
 
 def _after_fork_in_child():

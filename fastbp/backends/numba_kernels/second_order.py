@@ -1,49 +1,36 @@
 """The entry points of second order: :func:`run_curvature` (H V and G V for a block of directions) and
 :func:`output_jacobian` (the per-sample Jacobian of the output pre-activations).
 
-Each is its own compiled function, separate from the gradient's :func:`.driver.run`: a process
-that only fits by the gradient never compiles them, and compiling them does not slow the
-gradient's first call. They compile on their first call (per dtype; cached to disk like the
-rest of the package).
+Each is its own compiled function, separate from the gradient's :func:`.driver.run`: a process that
+only fits by the gradient never compiles them, and compiling them does not slow the gradient's
+first call. They compile on their first call (per dtype; cached to disk like the rest of the
+package).
 
-Threads: :func:`run_curvature` splits the samples into blocks and runs them on the calling
-thread and the workers of its own pool (:func:`curvature_pool`): a worker of a pool lives in the
-compiled code of one entry point (:func:`.pool._serve` with that entry point's block kernel), so
-the gradient's workers cannot run the R-operator's blocks without compiling it into the
-gradient's entry point. Each pool's workers sleep after about half a millisecond without a job,
-so an optimizer alternating gradients and Hessian-vector products has the other pool's workers
-spinning only for that long after a switch (they call ``sched_yield`` as they spin). Networks with
-a BLAS layer run one block and let BLAS use the cores, as the gradient does. Results depend on the
-number of blocks only (each block sums into its own float64 row; rows reduced in block order):
-bit-identical for given inputs and thread count.
+Threads: :func:`run_curvature` splits the samples into blocks and runs them on the calling thread
+and the workers of its own pool (:func:`curvature_pool`): a worker of a pool lives in the compiled
+code of one entry point (:func:`.pool._serve` with that entry point's block kernel), so the
+gradient's workers cannot run the R-operator's blocks without compiling it into the gradient's
+entry point. Each pool's workers sleep after about half a millisecond without a job, so an
+optimizer alternating gradients and Hessian-vector products has the other pool's workers spinning
+only for that long after a switch (they call ``sched_yield`` as they spin). Networks with a BLAS
+layer run one block and let BLAS use the cores. Subnormals are flushed to zero on every thread of a
+call, as in the gradient's (:mod:`.fpenv`). Results depend on the number of blocks only (each block
+sums into its own float64 row; rows reduced in block order): bit-identical for given inputs and
+thread count.
 
-:func:`output_jacobian` runs on the calling thread: its output (n · n_outputs rows of n_params)
-is written once, and is what costs.
+:func:`output_jacobian` runs on the calling thread: its output (n · n_outputs rows of n_params) is
+written once, and is what costs.
 """
 
 import numpy as np
 from numba import njit
 
 from .activations import activate_rows
+from .fpenv import flush_begin, flush_end
 from .jit import _JIT
 from .meta import H_ACT, H_L, H_NCOEF, H_NPARAMS, H_TILE, H_ZSIZE, HEADER, PAD
-from .pool import (
-    C_DONE,
-    C_JOB,
-    C_MAINCPU,
-    C_STATE,
-    JOB_LEN,
-    _address,
-    _claim,
-    _fill_job,
-    _getcpu,
-    _load_acquire,
-    _relax,
-    _run_block,
-    _sched_yield,
-    _serve,
-    _store_release,
-)
+from .pool import C_NOFLUSH, JOB_LEN, _address, _fill_job, _run_block, _run_job, _serve
+from .pool_threads import Pool, get_pool
 from .roperator import (
     DENSE,
     R_FLAGS,
@@ -135,12 +122,14 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     one row per slot (:func:`.roperator.r_scratch_sizes`). ``rows``: None for unit-major networks,
     an (empty) array for sample-major BLAS networks (one block, BLAS's threads); Numba prunes the
     branches of ``rows is None`` when it is None. The rest as :func:`.driver.run`; a worker
-    returns ``(the last generation seen, an empty array)``, the caller ``(0.0, result)``.
+    returns ``(the last generation seen, an empty array)``, the caller ``(0.0, result)``. Subnormals
+    are flushed to zero throughout unless ``ctl[C_NOFLUSH]`` is set.
     """
     marker = Wc[:0]
     if rows is None:
         if slot > 0:
             return float(_serve(ctl, slot, marker, n_blocks, _rchunk_units)), np.empty((0, 0), dtype=np.float64)
+    saved = flush_begin(ctl[C_NOFLUSH] == 0)
     k, P = V.shape
     for p in range(P):
         Wc[p] = W[p]
@@ -156,27 +145,14 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     rmeta[RB + R_GBUF] = _address(gbuf)
     _direction_flags(V, meta, rmeta)
     _fill_job(job, X, T, sw, rmeta, zd, ws, gbuf, Wc, n_blocks)
-    if rows is None:
-        if n_slots > 1 and n_blocks > 1:
-            ctl[C_DONE] = 0
-            ctl[C_JOB] = _address(job)
-            gen = ((_load_acquire(ctl, C_STATE) >> 32) + 1) & 0x7FFFFFFF
-            ctl[C_MAINCPU] = _getcpu()
-            _store_release(ctl, C_STATE, (gen << 32) | (n_slots << 24) | (n_blocks << 12))
-            _claim(ctl, gen, 0, marker, _rchunk_units)
-            spins = 0
-            while _load_acquire(ctl, C_DONE) < n_blocks:
-                _relax()
-                spins += 1
-                if spins & 63 == 0:
-                    _sched_yield()
-        else:
-            for b in range(n_blocks):
-                _run_block(job, b, 0, marker, _rchunk_units)
+    if rows is None and n_slots > 1 and n_blocks > 1:
+        _run_job(ctl, job, n_slots, n_blocks, marker, _rchunk_units)
     else:
+        kernel = _rchunk_units if rows is None else _rchunk_rows
         for b in range(n_blocks):
-            _run_block(job, b, 0, marker, _rchunk_rows)
-    return 0.0, _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2)
+            _run_block(job, b, 0, marker, kernel)
+    out = _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2)
+    return flush_end(saved, 0.0), out
 
 
 def curvature_placeholders(dtype):
@@ -203,24 +179,24 @@ def curvature_placeholders(dtype):
     )
 
 
-_PLACEHOLDERS = {}
+class CurvaturePool(Pool):
+    """The workers of :func:`run_curvature`: they live in its compiled code (:func:`_serve` with
+    the R-operator's block kernel), so the gradient's workers need not compile it. Use
+    :func:`curvature_pool`."""
 
+    def __init__(self, dtype):
+        super().__init__(dtype)
+        self._curvature_placeholders = curvature_placeholders(self.dtype)
 
-def serve_curvature(dtype, ctl, slot, spin_cycles):
-    """Worker ``slot`` of the pool ``ctl`` in :func:`run_curvature` (``serve`` of its pool)."""
-    args = _PLACEHOLDERS.get(dtype.str)
-    if args is None:
-        args = _PLACEHOLDERS.setdefault(dtype.str, curvature_placeholders(dtype))
-    W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, job = args
-    return run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, spin_cycles, 0, 0, ctl,
-                         job, slot, None)[0]
+    def _serve_once(self, slot, spin_cycles):
+        W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, job = self._curvature_placeholders
+        return run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, spin_cycles, 0, 0,
+                             self.ctl, job, slot, None)[0]
 
 
 def curvature_pool(dtype):
     """The process's pool of :func:`run_curvature` workers for ``dtype``."""
-    from .pool_threads import get_pool
-
-    return get_pool(dtype, serve_curvature, "fastbp-numba-rop")
+    return get_pool(dtype, CurvaturePool)
 
 
 @njit(**_JIT)
@@ -254,6 +230,7 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
     sig1 = 10 + act if act != 0 else 0
     nobias = np.int64(-1)  # int64 variables, not literals (see .roperator)
     zero = np.int64(0)
+    one = np.int64(1)
     for p in range(P):
         Wc[p] = W[p]
     for t0 in range(0, n, tile):
@@ -271,8 +248,8 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
             zo_out = meta[ZO + layer + 1]
             fin = 3 if act == 3 else 0
             co = meta[CO + layer]
-            Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
-            mm_flat(Wt, Wc, meta[IO + layer], zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, zero)
+            mm_flat(Wc, co, one, n_out, n_out, n_in, meta[IO + layer],
+                    zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, zero)
             if fin == 0:
                 activate_rows(act, zd, zo_out, n_out * ts)
         for j in range(m):
@@ -298,5 +275,5 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
                         for jj in range(n_out):
                             row[base + jj] = zi * dcol[jj]
                 if layer > 0:
-                    Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
-                    mm_flat(Wl, Wc, nobias, zd, DO + zo_out, zd, DO + zo_in, ts, sig1, zd, zo_in)
+                    mm_flat(Wc, co, n_out, one, n_in, n_out, nobias,
+                            zd, DO + zo_out, zd, DO + zo_in, ts, sig1, zd, zo_in)

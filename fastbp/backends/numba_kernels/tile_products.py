@@ -34,30 +34,33 @@ def _fin(mode, v, Zd, k):
 
 
 @njit(**_JIT)
-def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
-    """A[j, :] = b_j + Σ_i Mt[j, i] Z[i, :] on flat unit-major tiles of ``ts`` columns (a multiple
-    of 16): b_j = B.flat[bo + j] (``bo`` < 0: no bias), rows of Z from ``Z.flat[zi]``, of A from
-    ``A.flat[ao]``. Forward ``Mt = W.T``; backward (W δ) ``Mt = W``: the layout of the 2-D view
-    ``Mt`` (F or C) is a type, so each direction gets its own addressing. Each register block is
-    finished by :func:`_fin` (``mode``, z rows of ``Zd`` from ``zdo``) before its one store.
+def mm_flat(W, wo, sj, si, n_out, n_in, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
+    """A[j, :] = b_j + Σ_i M[j, i] Z[i, :] on flat unit-major tiles of ``ts`` columns (a multiple
+    of 16), for j < ``n_out``, i < ``n_in``, with M[j, i] = W.flat[wo + j sj + i si] and
+    b_j = W.flat[bo + j] (``bo`` < 0: no bias); rows of Z from ``Z.flat[zi]``, of A from
+    ``A.flat[ao]``. Forward, M is W_l^T: ``(sj, si) = (1, n_out of W_l)``; backward (W δ), M is
+    W_l: ``(n_out of W_l, 1)``. Both directions are one compiled specialization: pass the
+    integers as variables, never as literal constants (Numba compiles a function anew for each
+    literal it is called with). Each register block is finished by :func:`_fin` (``mode``, z rows
+    of ``Zd`` from ``zdo``) before its one store.
 
     Register blocks of 8 outputs x 16 samples (16 accumulators: two FMA pipes of 4 cycles' latency
     stay busy, and each input row is loaded once per 8 outputs); leftover outputs go 2 x 32 (as
     many loads per multiply-add as 4 x 16, less code) and a last one 1 x 32, so even a lone output
     keeps 4 sums in flight. Every sum runs from the bias through inputs 0, 1, ... in FMA steps.
     """
-    n_out, n_in = Mt.shape
-    zero = Mt[0, 0] - Mt[0, 0]
+    zero = ld(W, wo) - ld(W, wo)
     j = 0
     while j + 8 <= n_out:
-        b0 = ld(B, bo + j) if bo >= 0 else zero
-        b1 = ld(B, bo + j + 1) if bo >= 0 else zero
-        b2 = ld(B, bo + j + 2) if bo >= 0 else zero
-        b3 = ld(B, bo + j + 3) if bo >= 0 else zero
-        b4 = ld(B, bo + j + 4) if bo >= 0 else zero
-        b5 = ld(B, bo + j + 5) if bo >= 0 else zero
-        b6 = ld(B, bo + j + 6) if bo >= 0 else zero
-        b7 = ld(B, bo + j + 7) if bo >= 0 else zero
+        b0 = ld(W, bo + j) if bo >= 0 else zero
+        b1 = ld(W, bo + j + 1) if bo >= 0 else zero
+        b2 = ld(W, bo + j + 2) if bo >= 0 else zero
+        b3 = ld(W, bo + j + 3) if bo >= 0 else zero
+        b4 = ld(W, bo + j + 4) if bo >= 0 else zero
+        b5 = ld(W, bo + j + 5) if bo >= 0 else zero
+        b6 = ld(W, bo + j + 6) if bo >= 0 else zero
+        b7 = ld(W, bo + j + 7) if bo >= 0 else zero
+        w0 = wo + j * sj
         for s in range(0, ts, 16):
             a0 = vsplat(b0)
             a1 = vsplat(b1)
@@ -72,28 +75,29 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
                 k = zi + i * ts + s
                 z = vld(Z, k)
                 y = vld(Z, k + 8)
-                m = Mt[j, i]
+                q = w0 + i * si
+                m = ld(W, q)
                 a0 = vfma(z, m, a0)
                 c0 = vfma(y, m, c0)
-                m = Mt[j + 1, i]
+                m = ld(W, q + sj)
                 a1 = vfma(z, m, a1)
                 c1 = vfma(y, m, c1)
-                m = Mt[j + 2, i]
+                m = ld(W, q + 2 * sj)
                 a2 = vfma(z, m, a2)
                 c2 = vfma(y, m, c2)
-                m = Mt[j + 3, i]
+                m = ld(W, q + 3 * sj)
                 a3 = vfma(z, m, a3)
                 c3 = vfma(y, m, c3)
-                m = Mt[j + 4, i]
+                m = ld(W, q + 4 * sj)
                 a4 = vfma(z, m, a4)
                 c4 = vfma(y, m, c4)
-                m = Mt[j + 5, i]
+                m = ld(W, q + 5 * sj)
                 a5 = vfma(z, m, a5)
                 c5 = vfma(y, m, c5)
-                m = Mt[j + 6, i]
+                m = ld(W, q + 6 * sj)
                 a6 = vfma(z, m, a6)
                 c6 = vfma(y, m, c6)
-                m = Mt[j + 7, i]
+                m = ld(W, q + 7 * sj)
                 a7 = vfma(z, m, a7)
                 c7 = vfma(y, m, c7)
             o = j * ts + s
@@ -122,8 +126,9 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
             vst(A, ao + o + 8, _fin(mode, c7, Zd, zdo + o + 8))
         j += 8
     while j + 2 <= n_out:
-        b0 = ld(B, bo + j) if bo >= 0 else zero
-        b1 = ld(B, bo + j + 1) if bo >= 0 else zero
+        b0 = ld(W, bo + j) if bo >= 0 else zero
+        b1 = ld(W, bo + j + 1) if bo >= 0 else zero
+        w0 = wo + j * sj
         for s in range(0, ts, 32):
             w = 32 if s + 32 <= ts else 16
             a0 = vsplat(b0)
@@ -141,8 +146,9 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
                     y = vld(Z, k + 8)
                     x = vld(Z, k + 16)
                     u = vld(Z, k + 24)
-                    m0 = Mt[j, i]
-                    m1 = Mt[j + 1, i]
+                    q = w0 + i * si
+                    m0 = ld(W, q)
+                    m1 = ld(W, q + sj)
                     a0 = vfma(z, m0, a0)
                     c0 = vfma(y, m0, c0)
                     e0 = vfma(x, m0, e0)
@@ -156,8 +162,9 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
                     k = zi + i * ts + s
                     z = vld(Z, k)
                     y = vld(Z, k + 8)
-                    m0 = Mt[j, i]
-                    m1 = Mt[j + 1, i]
+                    q = w0 + i * si
+                    m0 = ld(W, q)
+                    m1 = ld(W, q + sj)
                     a0 = vfma(z, m0, a0)
                     c0 = vfma(y, m0, c0)
                     a1 = vfma(z, m1, a1)
@@ -174,7 +181,8 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
                 vst(A, ao + o + ts + 24, _fin(mode, f1, Zd, zdo + o + ts + 24))
         j += 2
     if j < n_out:
-        b0 = ld(B, bo + j) if bo >= 0 else zero
+        b0 = ld(W, bo + j) if bo >= 0 else zero
+        w0 = wo + j * sj
         for s in range(0, ts, 32):
             w = 32 if s + 32 <= ts else 16
             a0 = vsplat(b0)
@@ -184,7 +192,7 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
             if w == 32:
                 for i in range(n_in):
                     k = zi + i * ts + s
-                    m0 = Mt[j, i]
+                    m0 = ld(W, w0 + i * si)
                     a0 = vfma(vld(Z, k), m0, a0)
                     c0 = vfma(vld(Z, k + 8), m0, c0)
                     e0 = vfma(vld(Z, k + 16), m0, e0)
@@ -192,7 +200,7 @@ def mm_flat(Mt, B, bo, Z, zi, A, ao, ts, mode, Zd, zdo):
             else:
                 for i in range(n_in):
                     k = zi + i * ts + s
-                    m0 = Mt[j, i]
+                    m0 = ld(W, w0 + i * si)
                     a0 = vfma(vld(Z, k), m0, a0)
                     c0 = vfma(vld(Z, k + 8), m0, c0)
             o = j * ts + s
