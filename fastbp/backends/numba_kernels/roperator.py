@@ -135,6 +135,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     # int64 variables, not literals: Numba compiles a callee anew for each literal argument
     nobias = np.int64(-1)
     zero = np.int64(0)
+    one = np.int64(1)
     for t0 in range(s_begin, s_end, tile):
         tsx = min(tile, s_end - t0)
         ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
@@ -154,8 +155,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
             hidden = layer < L - 1
             fin = 3 if hidden and act == 3 else 0
             co = meta[CO + layer]
-            Wt = Wc[co : co + n_in * n_out].reshape((n_in, n_out)).T
-            mm_flat(Wt, Wc, meta[IO + layer], zd, zo_in, zd, zo_out, ts, fin, zd, zero)
+            mm_flat(Wc, co, one, n_out, n_out, n_in, meta[IO + layer], zd, zo_in, zd, zo_out, ts, fin, zd, zero)
             if hidden and fin == 0:
                 activate_rows(act, zd, zo_out, n_out * ts)
         # output: Λ's ingredients, and δ^L for the exact Hessian
@@ -174,12 +174,13 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 n_out = meta[SZ + layer + 1]
                 zo_in = meta[ZO + layer]
                 co = meta[CO + layer]
-                Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
                 if act == 1 or act == 2:
-                    mm_flat(Wl, Wc, nobias, zd, DO + meta[ZO + layer + 1], zd, CB + zo_in, ts, zero, zd, zero)
+                    mm_flat(Wc, co, n_out, one, n_in, n_out, nobias,
+                            zd, DO + meta[ZO + layer + 1], zd, CB + zo_in, ts, zero, zd, zero)
                     split_backward(act, zd, zo_in, zd, CB + zo_in, zd, DO + zo_in, n_in * ts)
                 else:
-                    mm_flat(Wl, Wc, nobias, zd, DO + meta[ZO + layer + 1], zd, DO + zo_in, ts, sig1, zd, zo_in)
+                    mm_flat(Wc, co, n_out, one, n_in, n_out, nobias,
+                            zd, DO + meta[ZO + layer + 1], zd, DO + zo_in, ts, sig1, zd, zo_in)
         for d in range(d0, d1):
             flags = FL + d * n1
             first = meta[flags + L]
@@ -201,7 +202,8 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 Vt = Wc[vo + co : vo + co + n_in * n_out].reshape((n_in, n_out)).T
                 if kind == DENSE:
                     if layer == first:  # R{z^l} = 0
-                        mm_flat(Vt, Wc, vb, zd, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
+                        mm_flat(Wc, vo + co, one, n_out, n_out, n_in, vb,
+                                zd, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
                     else:
                         mm2_flat(Wt, Vt, Wc, vb, zd, RZ + zo_in, zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
                 elif kind == SPARSE:
@@ -209,12 +211,14 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                         for e in range(n_out * ts):
                             zd[RZ + zo_out + e] = 0
                     else:
-                        mm_flat(Wt, Wc, nobias, zd, RZ + zo_in, zd, RZ + zo_out, ts, zero, zd, zero)
+                        mm_flat(Wc, co, one, n_out, n_out, n_in, nobias,
+                                zd, RZ + zo_in, zd, RZ + zo_out, ts, zero, zd, zero)
                     sparse_forward(Wc, vo + co, vb, n_in, n_out, zd, zo_in, zd, RZ + zo_out, ts)
                     if fin != 0:
                         finish_rows(fin, zd, RZ + zo_out, zd, zo_out, n_out * ts)
                 else:
-                    mm_flat(Wt, Wc, nobias, zd, RZ + zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
+                    mm_flat(Wc, co, one, n_out, n_out, n_in, nobias,
+                            zd, RZ + zo_in, zd, RZ + zo_out, ts, fin, zd, zo_out)
             # output: R{δ^L} = s_n Λ R{a^L}
             RA = zd[RZ + zo_L : RZ + zo_L + m * ts].reshape((m, ts))
             RDL = zd[RD + zo_L : RD + zo_L + m * ts].reshape((m, ts))
@@ -244,12 +248,14 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                     Vl = Wc[vo + co : vo + co + n_in * n_out].reshape((n_in, n_out))
                     mm2_flat(Wl, Vl, Wc, nobias, zd, RD + zo_out, DO + zo_out, zd, RD + zo_in, ts, sig1, zd, zo_in)
                 elif kind == SPARSE:
-                    mm_flat(Wl, Wc, nobias, zd, RD + zo_out, zd, RD + zo_in, ts, zero, zd, zero)
+                    mm_flat(Wc, co, n_out, one, n_in, n_out, nobias,
+                            zd, RD + zo_out, zd, RD + zo_in, ts, zero, zd, zero)
                     sparse_backward(Wc, vo + co, n_in, n_out, zd, DO + zo_out, zd, RD + zo_in, ts)
                     if sig1 != 0:
                         finish_rows(sig1, zd, RD + zo_in, zd, zo_in, n_in * ts)
                 else:
-                    mm_flat(Wl, Wc, nobias, zd, RD + zo_out, zd, RD + zo_in, ts, sig1, zd, zo_in)
+                    mm_flat(Wc, co, n_out, one, n_in, n_out, nobias,
+                            zd, RD + zo_out, zd, RD + zo_in, ts, sig1, zd, zo_in)
                 if rz and (act == 1 or act == 2):
                     add_product(zd, RD + zo_in, zd, CB + zo_in, zd, RZ + zo_in, n_in * ts)
 

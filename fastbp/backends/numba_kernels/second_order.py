@@ -145,12 +145,15 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     rmeta[RB + R_GBUF] = _address(gbuf)
     _direction_flags(V, meta, rmeta)
     _fill_job(job, X, T, sw, rmeta, zd, ws, gbuf, Wc, n_blocks)
-    if rows is None and n_slots > 1 and n_blocks > 1:
-        _run_job(ctl, job, n_slots, n_blocks, marker, _rchunk_units)
-    else:
-        kernel = _rchunk_units if rows is None else _rchunk_rows
+    if rows is None:
+        if n_slots > 1 and n_blocks > 1:
+            _run_job(ctl, job, n_slots, n_blocks, marker, _rchunk_units)
+        else:
+            for b in range(n_blocks):
+                _run_block(job, b, 0, marker, _rchunk_units)
+    else:  # (one kernel per branch: a variable holding either would be a first-class function)
         for b in range(n_blocks):
-            _run_block(job, b, 0, marker, kernel)
+            _run_block(job, b, 0, marker, _rchunk_rows)
     out = _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2)
     return flush_end(saved, 0.0), out
 
