@@ -41,8 +41,8 @@ def _second_order_kernel(kernel, reference, method):
 
     TEMPORARY, the one place of this fallback: ``kernel`` itself where it implements ``method``,
     else ``reference``, the NumPy kernel of the same layout (same dtype, same conventions, memory
-    bounded by chunks of samples, but NumPy's speed). The compiled kernels do not implement the
-    second-order protocol yet; once every backend does, delete this function and call
+    bounded by chunks of samples, but NumPy's speed). The numpy and numba kernels implement the
+    whole second-order protocol; once the cython kernel does too, delete this function and call
     ``getattr(kernel, method)`` directly.
     """
     return kernel if hasattr(kernel, method) else reference

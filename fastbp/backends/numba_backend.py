@@ -20,6 +20,15 @@ back after (:mod:`fastbp.backends.numba_kernels.fpenv`).
 The first call of a kind of network (unit-major or BLAS) and dtype compiles the kernels (several
 seconds) unless Numba's disk cache already holds them: it then says so, once per process, with a
 :class:`NumbaCompileWarning`, before the wait.
+
+Second order (``hessp``, ``hessp_block``, ``gauss_newton_product``, ``gauss_newton_block``,
+``output_jacobian``: the protocol of :mod:`fastbp.backends`) runs the R-operator's kernels
+(:mod:`.numba_kernels.roperator`) through their own entry point and pool
+(:mod:`.numba_kernels.second_order`), with the same blocks and determinism; what they need (a
+layout with their own, smaller tile: five arrays a tile instead of two; per-thread scratch) is
+prepared on the first second-order call, so a gradient-only fit neither compiles nor allocates it.
+Networks with a BLAS layer run their second-order blocks on the calling thread and let BLAS use
+the cores.
 """
 
 from __future__ import annotations
@@ -33,9 +42,11 @@ from . import NumbaCompileWarning, blas_threads
 from .numba_kernels import pool_threads as P
 from .numba_kernels.driver import run
 from .numba_kernels.epoch import run_epoch as _run_epoch
-from .numba_kernels.meta import OUT_BLOCK, PAD, make_meta
+from .numba_kernels.meta import H_GSIZE, H_ZSIZE, OUT_BLOCK, PAD, make_meta
 from .numba_kernels.optimizers import ADAM, SGD
 from .numba_kernels.pool import JOB_LEN, MAX_BLOCKS, MAX_SLOTS
+from .numba_kernels.roperator import R_FLAGS, rbase, scratch_sizes
+from .numba_kernels.second_order import curvature_pool, output_jacobian, run_curvature
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
 BLAS_MIN_COEFS = 128 * 128
@@ -57,6 +68,19 @@ _TILE_BUDGET = 32768  # Σ layer_sizes · tile ≤ this (2 · 8 bytes each: 512 
 #: bounded memory.
 TILE_ROWS = 4096
 _ROWS_BUDGET = 1 << 21
+
+#: Second order (:mod:`.numba_kernels.roperator`): a tile holds five arrays (z, δ, the σ'' factor,
+#: R{z}, R{δ}) where the gradient's holds two, so the tile budgets are smaller: unit-major
+#: Σ layer_sizes · tile ≤ R_TILE_BUDGET, sample-major rows ≤ R_ROWS_BUDGET / Σ units.
+R_TILE_BUDGET = 16384
+R_ROWS_BUDGET = 1 << 19
+#: Most directions of one hessp_block call (Network.hess's blocks), and fewer where their float64
+#: results (directions x n_params) would exceed R_BLOCK_VALUES.
+MAX_DIRECTIONS = 256
+R_BLOCK_VALUES = 1 << 22
+#: From this many directions on, a call's blocks split the directions instead of the samples
+#: (:func:`.numba_kernels.roperator.block_directions`): every block then runs full tiles.
+SPLIT_DIRECTIONS = 8
 
 _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
@@ -163,6 +187,8 @@ class NumbaKernel:
         self._batches = {}  # (n, batch_size, weighted) -> what an epoch needs: see _batch_plan
         self._dtype = layout.dtype
         self._w_shape = (layout.n_params,)
+        self._second = None  # second order's state, prepared on its first call
+        self._jacobian = None
 
     def _allocate(self):
         """Scratch: per thread z and δ tiles (+ BLAS gradient tile) and float64 work; per block a
@@ -222,6 +248,82 @@ class NumbaKernel:
             if locked:
                 self._lock.release()
         return float(loss), grad
+
+    # ---------------------------------------------------------------------------- second order
+    @property
+    def max_directions(self):
+        """Most directions :meth:`hessp_block` is given at once by ``Network.hess``."""
+        return max(1, min(MAX_DIRECTIONS, R_BLOCK_VALUES // self.layout.n_params))
+
+    def hessp(self, W, V, X, T, sample_weight, scale, l2):
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 0)[0]
+
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._curvature(W, V, X, T, sample_weight, scale, l2, 0)
+
+    def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 1)[0]
+
+    def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
+        return self._curvature(W, V, X, T, sample_weight, scale, l2, 1)
+
+    def _curvature(self, W, V, X, T, sample_weight, scale, l2, gauss_newton):
+        st = self._second
+        if st is None:
+            st = self._second = _SecondOrder(self)
+        k = V.shape[0]
+        n_blocks, split = st.plan(X.shape[0], k)
+        if X.flags.writeable:
+            X = _readonly(X)
+        if T.flags.writeable:
+            T = _readonly(T)
+        sw = _EMPTY if sample_weight is None else _readonly(sample_weight)
+        if V.dtype != np.float64 or not V.flags.c_contiguous:
+            V = np.ascontiguousarray(V, dtype=np.float64)
+        if V.flags.writeable:
+            V = _readonly(V)
+        if not W.flags.writeable:
+            W = W.copy()
+        locked = st.lock.acquire(blocking=False)
+        try:
+            zd, ws, job = st.scratch if locked else st.allocate()
+            Wc, rmeta, gbuf = st.buffers(k, n_blocks, split, reuse=locked)
+            n_slots = 1 if self.uses_blas else min(self.n_threads, n_blocks)
+            pool = None
+            if n_slots > 1:
+                pool = st.pool
+                if not pool.acquire(n_slots):
+                    pool, n_slots = None, 1
+            try:
+                out = run_curvature(W, V, X, T, sw, st.meta, rmeta, zd, ws, gbuf, Wc, float(scale), float(l2),
+                                    int(gauss_newton), n_blocks, split, n_slots,
+                                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)[1]
+            finally:
+                if pool is not None:
+                    pool.release()
+        finally:
+            if locked:
+                st.lock.release()
+        return out
+
+    def output_jacobian(self, W, X, row_scale, out):
+        jac = self._jacobian
+        if jac is None:
+            jac = self._jacobian = _Jacobian(self)
+        if X.flags.writeable:
+            X = _readonly(X)
+        row_scale = np.ascontiguousarray(row_scale, dtype=np.float64)
+        if row_scale.flags.writeable:
+            row_scale = _readonly(row_scale)
+        if not W.flags.writeable:
+            W = W.copy()
+        locked = jac.lock.acquire(blocking=False)
+        try:
+            zd, Wc = jac.scratch if locked else jac.allocate()
+            output_jacobian(W, X, jac.meta, zd, Wc, row_scale, out)
+        finally:
+            if locked:
+                jac.lock.release()
 
 
     def _batch_plan(self, n, batch_size, weighted):
@@ -334,6 +436,124 @@ class NumbaKernel:
             optimizer.t = t
             optimizer.learning_rate = rate
         return total
+
+
+def _one_row(V):
+    """``V`` (n_params,) as a read-only (1, n_params) view (a new view: the caller's flags stay)."""
+    v = V.reshape(1, -1)  # always a new array object (a view, or a copy of a strided V)
+    v.setflags(write=False)
+    return v
+
+
+def _r_tile(kernel, sizes, rows):
+    """The R kernels' tile: as the gradient's rule, with the R budgets."""
+    if rows:
+        tile = max(OUT_BLOCK, min(TILE_ROWS, R_ROWS_BUDGET // int(sizes[1:].sum())))
+        return tile - tile % PAD
+    tile = R_TILE_BUDGET // int(sizes.sum())
+    return max(TILE_MIN, min(TILE_MAX, tile - tile % PAD))
+
+
+class _SecondOrder:
+    """What :meth:`NumbaKernel.hessp` and its kin need, prepared on their first call: the layout
+    with the R kernels' tile, per-thread scratch, the pool of :func:`run_curvature` workers, and
+    the buffers of one direction (the hessp call) kept between calls."""
+
+    def __init__(self, kernel):
+        layout = kernel.layout
+        self.kernel = kernel
+        sizes = np.asarray(layout.layer_sizes, dtype=np.int64)
+        rows = kernel.uses_blas
+        self.tile = _r_tile(kernel, sizes, rows)
+        blas = [1 if rows else 0] * (len(sizes) - 1)
+        meta, _, _ = make_meta(sizes, layout.coef_offsets, layout.intercept_offsets, layout.activation_code,
+                               layout.output_code, self.tile, blas, rows=rows)
+        meta.setflags(write=False)
+        self.meta = meta
+        self._csize, self._wsize = scratch_sizes(sizes, self.tile, int(meta[H_ZSIZE]), int(meta[H_GSIZE]), rows)
+        self._rbase = rbase(len(sizes) - 1)
+        self._n_slots = 1 if rows else kernel.n_threads
+        self._max_blocks = kernel._max_blocks
+        self._work_per_sample = kernel._work_per_sample
+        self.lock = threading.Lock()
+        self.scratch = self.allocate()
+        self._one = None  # (Wc, rmeta, gbuf) of k = 1
+        self._plans = {}
+        self.pool = curvature_pool(layout.dtype) if self._max_blocks > 1 else None
+
+    def allocate(self):
+        dt = self.kernel.layout.dtype
+        t = self._n_slots
+        zd = _aligned_zeros((t, -(-self._csize * dt.itemsize // 64) * 64 // dt.itemsize), dt)
+        ws = _aligned_zeros((t, -(-self._wsize // 8) * 8), np.float64)
+        return zd, ws, np.zeros(JOB_LEN, dtype=np.int64)
+
+    def buffers(self, k, n_blocks, split, reuse):
+        """W and the directions in the compute dtype, the call's meta, the blocks' rows."""
+        if k == 1 and reuse and self._one is not None:
+            return self._one
+        layout = self.kernel.layout
+        P = layout.n_params
+        L = len(layout.layer_sizes) - 1
+        if split:
+            rows = (n_blocks, split * P)
+        else:
+            rows = (self._max_blocks if k == 1 else n_blocks, k * P)
+        bufs = (
+            np.zeros((k + 1) * P, dtype=layout.dtype),
+            np.zeros(self._rbase + R_FLAGS + k * (L + 1), dtype=np.int64),
+            np.zeros(rows, dtype=np.float64),
+        )
+        if k == 1 and reuse:
+            self._one = bufs
+        return bufs
+
+    def plan(self, n_samples, k):
+        """``(n_blocks, split)`` of a call on ``n_samples`` samples and ``k`` directions: a
+        function of n_samples, k, the layout and n_threads. Blocks of samples (``split`` 0) by the
+        gradient's rule (:meth:`NumbaKernel.n_blocks`), with the work of the R-passes (about
+        1 + 2k gradients); from SPLIT_DIRECTIONS directions on, blocks of ``split`` directions
+        each over all the samples: each direction pays a fixed cost per tile (its gradient sums'
+        reductions), which blocks of samples multiply (seed4layer's dense Hessian on one thread:
+        6.0 ms of CPU in one block of samples, 8.6 in four, 11.8 in eight)."""
+        key = (n_samples, k)
+        plan = self._plans.get(key)
+        if plan is None:
+            work = n_samples * self._work_per_sample * (1 + 2 * k)
+            threads = self.kernel.n_threads
+            if self._max_blocks == 1 or self.kernel.uses_blas or work < MIN_PARALLEL_WORK:
+                plan = (1, 0)  # (a BLAS network: one block, BLAS's threads take the cores)
+            elif k >= SPLIT_DIRECTIONS:
+                split = -(-k // min(k, BLOCKS_PER_THREAD * threads, MAX_BLOCKS))
+                plan = (-(-k // split), split)
+            else:
+                per_thread = BLOCKS_PER_THREAD if work >= MANY_BLOCKS_WORK else 1
+                plan = (max(1, min(per_thread * threads, n_samples // MIN_BLOCK_SAMPLES, MAX_BLOCKS,
+                                   self._max_blocks)), 0)
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        return plan
+
+
+class _Jacobian:
+    """Scratch of :meth:`NumbaKernel.output_jacobian`: unit-major tiles whatever the network."""
+
+    def __init__(self, kernel):
+        layout = kernel.layout
+        self.kernel = kernel
+        sizes = np.asarray(layout.layer_sizes, dtype=np.int64)
+        tile = _r_tile(kernel, sizes, False)
+        meta, _, _ = make_meta(sizes, layout.coef_offsets, layout.intercept_offsets, layout.activation_code,
+                               layout.output_code, tile, [0] * (len(sizes) - 1), rows=False)
+        meta.setflags(write=False)
+        self.meta = meta
+        self._zsize = int(sizes.sum()) * tile
+        self.lock = threading.Lock()
+        self.scratch = self.allocate()
+
+    def allocate(self):
+        dt = self.kernel.layout.dtype
+        return _aligned_zeros((2 * self._zsize,), dt), np.zeros(self.kernel.layout.n_params, dtype=dt)
 
 
 class NumbaBackend:

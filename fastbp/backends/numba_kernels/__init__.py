@@ -21,6 +21,11 @@ One module per concept, from the bottom up:
 :mod:`.optimizers`     SGD's and Adam's steps on the flat weights (the estimators' solvers)
 :mod:`.epoch`          the entry point :func:`~.epoch.run_epoch`: a whole minibatch epoch
 :mod:`.pool_threads`   the thread pools' Python half: worker threads, sleep and wake, fork
+:mod:`.curvature`      second order: δ^L and the loss's curvature Λ R{a^L} of each output kind
+:mod:`.rproducts`      second order: two-term tile products, the σ'' term, sparse directions
+:mod:`.roperator`      second order: block kernels of the R-operator (H V, G V for k directions)
+:mod:`.second_order`   second order: entry points :func:`~.second_order.run_curvature` (with its
+                       own pool) and :func:`~.second_order.output_jacobian`
 =====================  =========================================================================
 
 How the work is laid out
@@ -44,12 +49,14 @@ Adding to it
 ------------
 A new computation over the samples is a new block kernel (the signature is in :mod:`.backprop`)
 and, when it needs one, a new entry point beside :func:`~.driver.run` that passes its block kernel
-to the pool's ``_claim``/``_serve``/``_run_block``. The passes of the R-operator (Hessian-vector
-products: R{a}, R{z} forward, R{δ} backward) go in a module ``roperator``. An entry point whose
-workers must serve its own kind of job gets its own pool (as :func:`.epoch.run_epoch` has
-:class:`.pool_threads.EpochPool`: its workers live in its compiled code, so a process that only
-runs epochs compiles that entry point alone). Every module of the package is part of the cache
-stamp, so nothing else is needed to keep the cache fresh.
+to the pool's ``_claim``/``_serve``/``_run_job``. An entry point whose workers must serve its
+own kind of job gets its own pool (:func:`.pool_threads.get_pool` with a subclass of
+:class:`.pool_threads.Pool` whose ``_serve_once`` runs it: :class:`.pool_threads.EpochPool` for
+:func:`.epoch.run_epoch`, :class:`.second_order.CurvaturePool` for second order): its workers live
+in its compiled code, so a process that runs only one kind of call compiles that entry point
+alone. The passes of the R-operator (Hessian-vector products: R{a}, R{z} forward, R{δ} backward)
+are in :mod:`.roperator`. Every module of the package is part of the cache stamp, so nothing else
+is needed to keep the cache fresh.
 """
 
 from .cache import PACKAGE_STAMP, is_cached

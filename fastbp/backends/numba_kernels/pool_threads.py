@@ -21,7 +21,10 @@ against the caller, and a 200-iteration fit of the lab's 4-layer network took 1.
   workers, started once, serve any network of their dtype and kind. Every thread rebuilds the
   arrays from that table, so the kernels are compiled once per dtype and kind, whoever runs them.
   The kinds are unit-major networks (:class:`Pool`) and sample-major BLAS networks
-  (:class:`BlasPool`): a worker's code holds one block kernel, so each kind has its own pool.
+  (:class:`BlasPool`): a worker's code holds one block kernel, so each kind has its own pool, as
+  has each other entry point that runs jobs on threads (the epoch's :class:`EpochPool`, second
+  order's :class:`.second_order.CurvaturePool`). After a switch from one kind of call to another
+  the first pool's workers spin (yielding) for their half millisecond while the second's work.
 * Every block runs in the caller's floating-point mode (subnormals flushed to zero: see
   :mod:`.fpenv`); :func:`set_flush_subnormals` switches that off, for tests and measurements.
 
