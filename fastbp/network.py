@@ -5,9 +5,8 @@ backend kernel (see :mod:`fastbp.backends`), the kernel returns ``(loss, grad)``
 layout and the kernel codes are in :mod:`fastbp.layout`.
 
 Second order (``hessp``, ``hess``, ``gauss_newton_product``, ``residuals``,
-``residuals_jacobian``) goes through the same kernels' second-order methods; a kernel that does
-not have them yet is replaced, for those calls only, by the NumPy reference (see
-:func:`_second_order_kernel`).
+``residuals_jacobian``) goes through the same kernels' second-order methods (every backend has
+them).
 """
 
 from __future__ import annotations
@@ -33,19 +32,6 @@ __all__ = ["Network", "BoundObjective", "MAX_DENSE_BYTES"]
 MAX_DENSE_BYTES = 2 * 2**30
 #: Directions per block of the dense Hessian when the kernel states no ``max_directions``.
 DEFAULT_MAX_DIRECTIONS = 256
-
-
-def _second_order_kernel(kernel, reference, method):
-    """The kernel that computes ``method`` (``"hessp"``, ``"hessp_block"``,
-    ``"gauss_newton_product"``, ``"gauss_newton_block"``, ``"output_jacobian"``).
-
-    TEMPORARY, the one place of this fallback: ``kernel`` itself where it implements ``method``,
-    else ``reference``, the NumPy kernel of the same layout (same dtype, same conventions, memory
-    bounded by chunks of samples, but NumPy's speed). The numpy and numba kernels implement the
-    whole second-order protocol; once the cython kernel does too, delete this function and call
-    ``getattr(kernel, method)`` directly.
-    """
-    return kernel if hasattr(kernel, method) else reference
 
 
 def _check_dense_size(what, shape):
@@ -374,7 +360,7 @@ class BoundObjective:
 
     # ------------------------------------------------------------------------------ second order
     def _second_order(self, method):
-        return getattr(_second_order_kernel(self._kernel, self.network._reference, method), method)
+        return getattr(self._kernel, method)
 
     def hessp(self, W, V):
         """The Hessian of the loss at ``W`` times the vector ``V``, exactly.
@@ -420,7 +406,7 @@ class BoundObjective:
         W = check_weights(W, self._n_params)
         P = self._n_params
         _check_dense_size("hess", (P, P))
-        kernel = _second_order_kernel(self._kernel, self.network._reference, "hessp_block")
+        kernel = self._kernel
         block = max(1, int(getattr(kernel, "max_directions", DEFAULT_MAX_DIRECTIONS)))
         H = np.empty((P, P), dtype=np.float64)
         for start in range(0, P, block):

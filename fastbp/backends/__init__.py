@@ -49,9 +49,8 @@ them: logistic ``diag p(1−p)``, softmax ``s (diag p − p pᵀ)`` with ``s = �
     The most directions ``Network.hess`` passes to one ``hessp_block`` call (default 256).
 
 The NumPy reference (:mod:`fastbp.backends.numpy_rop`) implements all of them by Pearlmutter's
-R-operator; its module docstring has the formulas. Until a backend's kernel has a method,
-``Network`` computes that method with the NumPy kernel of the same layout
-(``fastbp.network._second_order_kernel``).
+R-operator; its module docstring has the formulas. The compiled kernels implement them too, and
+are tested against it.
 
 ``kernel.run_epoch(W, X, T, sample_weight, order, batch_size, alpha, optimizer) -> float`` (optional)
     One epoch of minibatch training (``solver="sgd"``/``"adam"`` of the estimators), in one call.
