@@ -133,6 +133,45 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
 
 
 @njit(**_JIT)
+def forward_units(Wc, X, meta, t0, tsx, ts, Z, n_layers):
+    """The forward pass of a unit-major tile, into ``Z`` (from its start: z of every layer at
+    ``meta``'s offsets, z^0 = x; a^L at the output, not activated).
+
+    z^0 is the tile of X (rows ``t0 .. t0 + tsx``) transposed to unit-major and padded with zero
+    samples to ``ts`` (a multiple of PAD: the vector loops over samples then run no scalar
+    remainder; padding gets δ = 0, so it adds exact zeros to the sums); then for the first
+    ``n_layers`` layers a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1}) (relu at the
+    store). Shared by the gradient's, the R-operator's and the output Jacobian's kernels."""
+    L = meta[H_L]
+    act = meta[H_ACT]
+    n1 = L + 1
+    SZ = HEADER
+    ZO = HEADER + n1
+    CO = HEADER + 2 * n1
+    IO = HEADER + 3 * n1
+    n0 = meta[SZ]
+    one = np.int64(1)  # (an int64 variable, not a literal: see mm_flat)
+    for s in range(tsx):
+        for i in range(n0):
+            Z[i * ts + s] = X[t0 + s, i]
+    for i in range(n0):
+        for s in range(tsx, ts):
+            Z[i * ts + s] = 0
+    for layer in range(n_layers):
+        n_in = meta[SZ + layer]
+        n_out = meta[SZ + layer + 1]
+        zo_in = meta[ZO + layer]
+        zo_out = meta[ZO + layer + 1]
+        hidden = layer < L - 1
+        fin = 3 if hidden and act == 3 else 0
+        # M = W_l^T: M[j, i] = Wc[co + i n_out + j] (no z to finish with: Zd is not read)
+        mm_flat(Wc, meta[CO + layer], one, n_out, n_out, n_in, meta[IO + layer], Z, zo_in, Z, zo_out, ts, fin,
+                Z, zo_out)
+        if hidden and fin == 0:
+            activate_rows(act, Z, zo_out, n_out * ts)
+
+
+@njit(**_JIT)
 def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     """The block kernel on unit-major tiles (narrow networks: the inner loops run over samples).
 
@@ -154,32 +193,10 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     D = zd[zsize : 2 * zsize]  # δ of every layer
     one = np.int64(1)  # (an int64 variable, not a literal: see mm_flat)
     loss = 0.0
-    n0 = meta[SZ]
     for t0 in range(s_begin, s_end, tile):
         tsx = min(tile, s_end - t0)
-        # the tile is padded with zero samples to a multiple of PAD: the vector loops over samples
-        # then run no scalar remainder. Padding gets δ = 0, so it adds exact zeros to the sums.
-        ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
-        # z^0: the tile of X, transposed to unit-major
-        for s in range(tsx):
-            for i in range(n0):
-                Z[i * ts + s] = X[t0 + s, i]
-        for i in range(n0):
-            for s in range(tsx, ts):
-                Z[i * ts + s] = 0
-        # forward: a^{l+1}_j = Σ_i w_ij z^l_i + b_j, z^{l+1} = σ(a^{l+1}) (relu at the store)
-        for layer in range(L):
-            n_in = meta[SZ + layer]
-            n_out = meta[SZ + layer + 1]
-            zo_in = meta[ZO + layer]
-            zo_out = meta[ZO + layer + 1]
-            hidden = layer < L - 1
-            fin = 3 if hidden and act == 3 else 0
-            # M = W_l^T: M[j, i] = Wc[co + i n_out + j] (no z to finish with: Zd is not read)
-            mm_flat(Wc, meta[CO + layer], one, n_out, n_out, n_in, meta[IO + layer], Z, zo_in, Z, zo_out, ts, fin,
-                    Z, zo_out)
-            if hidden and fin == 0:
-                activate_rows(act, Z, zo_out, n_out * ts)
+        ts = min(tile, (tsx + PAD - 1) // PAD * PAD)  # padded with zero samples: forward_units
+        forward_units(Wc, X, meta, t0, tsx, ts, Z, L)
         # output: loss and δ^L = s_n (y − t)
         m = meta[SZ + L]
         zo = meta[ZO + L]

@@ -49,8 +49,8 @@ in float64 Λ's ingredients (m + 3 rows of a tile) and a throw-away bias row.
 import numpy as np
 from numba import njit
 
-from .activations import activate, activate_rows, activation_derivative
-from .backprop import _bias_rows, _grad_rows
+from .activations import activate, activation_derivative
+from .backprop import _bias_rows, _grad_rows, forward_units
 from .curvature import apply_curvature, prepare_output
 from .jit import _JIT
 from .meta import H_ACT, H_GSIZE, H_L, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, PAD
@@ -127,7 +127,6 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     CB = 2 * zsize
     RZ = 3 * zsize
     RD = 4 * zsize
-    n0 = meta[SZ]
     m = meta[SZ + L]
     zo_L = meta[ZO + L]
     junk = ws[m * tile + 3 * tile :]
@@ -139,25 +138,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     for t0 in range(s_begin, s_end, tile):
         tsx = min(tile, s_end - t0)
         ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
-        # z^0: the tile of X, transposed, padded with zero samples
-        for s in range(tsx):
-            for i in range(n0):
-                zd[i * ts + s] = X[t0 + s, i]
-        for i in range(n0):
-            for s in range(tsx, ts):
-                zd[i * ts + s] = 0
-        # forward: z of every layer (a^L at the output), as the gradient's
-        for layer in range(L):
-            n_in = meta[SZ + layer]
-            n_out = meta[SZ + layer + 1]
-            zo_in = meta[ZO + layer]
-            zo_out = meta[ZO + layer + 1]
-            hidden = layer < L - 1
-            fin = 3 if hidden and act == 3 else 0
-            co = meta[CO + layer]
-            mm_flat(Wc, co, one, n_out, n_out, n_in, meta[IO + layer], zd, zo_in, zd, zo_out, ts, fin, zd, zero)
-            if hidden and fin == 0:
-                activate_rows(act, zd, zo_out, n_out * ts)
+        forward_units(Wc, X, meta, t0, tsx, ts, zd, L)  # z of every layer (a^L at the output)
         # output: Λ's ingredients, and δ^L for the exact Hessian
         AL = zd[zo_L : zo_L + m * ts].reshape((m, ts))
         DL = zd[DO + zo_L : DO + zo_L + m * ts].reshape((m, ts))

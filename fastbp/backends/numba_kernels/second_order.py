@@ -25,7 +25,7 @@ written once, and is what costs.
 import numpy as np
 from numba import njit
 
-from .activations import activate_rows
+from .backprop import forward_units
 from .fpenv import flush_begin, flush_end
 from .jit import _JIT
 from .meta import H_ACT, H_L, H_NCOEF, H_NPARAMS, H_TILE, H_ZSIZE, HEADER, PAD
@@ -232,29 +232,13 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
     dcol = np.empty(widest, dtype=np.float64)
     sig1 = 10 + act if act != 0 else 0
     nobias = np.int64(-1)  # int64 variables, not literals (see .roperator)
-    zero = np.int64(0)
     one = np.int64(1)
     for p in range(P):
         Wc[p] = W[p]
     for t0 in range(0, n, tile):
         tsx = min(tile, n - t0)
         ts = min(tile, (tsx + PAD - 1) // PAD * PAD)
-        for s in range(tsx):
-            for i in range(n0):
-                zd[i * ts + s] = X[t0 + s, i]
-        for i in range(n0):
-            for s in range(tsx, ts):
-                zd[i * ts + s] = 0
-        for layer in range(L - 1):  # the hidden layers' z (a^L is not needed)
-            n_in = meta[SZ + layer]
-            n_out = meta[SZ + layer + 1]
-            zo_out = meta[ZO + layer + 1]
-            fin = 3 if act == 3 else 0
-            co = meta[CO + layer]
-            mm_flat(Wc, co, one, n_out, n_out, n_in, meta[IO + layer],
-                    zd, meta[ZO + layer], zd, zo_out, ts, fin, zd, zero)
-            if fin == 0:
-                activate_rows(act, zd, zo_out, n_out * ts)
+        forward_units(Wc, X, meta, t0, tsx, ts, zd, L - 1)  # the hidden layers' z (a^L is not needed)
         for j in range(m):
             for q in range(m * ts):
                 zd[DO + zo_L + q] = 0
