@@ -84,9 +84,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import validate_data
 
 try:  # scikit-learn's own switch for scipy's deprecated iprint; the same rule where it is missing
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -649,6 +651,29 @@ class MLPClassifier(_FastbpMixin, _SkMLPClassifier):
         self.backend = backend
         self.dtype = dtype
         self.n_threads = n_threads
+
+    def _validate_input(self, X, y, incremental, reset):
+        """scikit-learn's, with the label binarizing of the common case done directly: y a
+        non-empty 1-D array of integers or bools, at a call that defines ``classes_`` afresh.
+        The same ``classes_``, fitted ``LabelBinarizer`` and boolean targets, without the target
+        type inspections that cost about 0.9 ms a fit (a tenth of a lab-sized adam fit)."""
+        defines = (not hasattr(self, "classes_")) or (not self.warm_start and not incremental)
+        if not (defines and isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biu" and y.size):
+            return super()._validate_input(X, y, incremental, reset)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        classes = np.unique(y)  # sorted, y's dtype: unique_labels' result for such y
+        binarizer = LabelBinarizer()
+        binarizer.y_type_ = "binary" if classes.size <= 2 else "multiclass"
+        binarizer.sparse_input_ = False
+        binarizer.classes_ = classes
+        self._label_binarizer = binarizer
+        self.classes_ = classes
+        if classes.size > 2:  # one column per class
+            return X, y[:, None] == classes
+        if classes.size == 2:  # one column: the second class
+            return X, (y == classes[1])[:, None]
+        return X, np.zeros((y.shape[0], 1), dtype=bool)  # one class: LabelBinarizer's zero column
 
     @available_if(_SkMLPClassifier.__dict__["partial_fit"].check)  # sgd and adam only, as scikit-learn
     def partial_fit(self, X, y, sample_weight=None, classes=None):

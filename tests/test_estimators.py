@@ -417,3 +417,28 @@ def test_blas_single_thread_during_small_compiled_fits(backend, hidden, expect_o
         MLPClassifier(hidden, solver="lbfgs", backend=backend, max_iter=2, random_state=0).fit(X, y)
     assert (seen == [1]) == expect_one, seen
     assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") > 1  # restored
+
+
+@pytest.mark.parametrize(("dtype", "n_classes"), [(d, k) for d in (np.int64, np.int32, np.uint8) for k in (1, 2, 3, 5)]
+                         + [(np.bool_, 1), (np.bool_, 2)])
+def test_direct_label_binarizing_equals_scikit_learns(dtype, n_classes):
+    """The classifier binarizes 1-D integer and bool labels itself (a fit's fixed cost): the same
+    targets, classes_ and fitted LabelBinarizer as scikit-learn's _validate_input, which the
+    estimator's predictions and probabilities go through."""
+    rng = np.random.default_rng(n_classes)
+    X = rng.standard_normal((60, 3))
+    labels = np.arange(n_classes) * (1 if dtype is np.bool_ else 3) - (0 if dtype in (np.uint8, np.bool_) else 2)
+    y = labels[rng.permutation(np.resize(np.arange(n_classes), 60))].astype(dtype)
+    ours, theirs = MLPClassifier((4,)), MLPClassifier((4,))
+    X1, Y1 = ours._validate_input(X, y, False, True)
+    X2, Y2 = SkMLPClassifier._validate_input(theirs, X, y, False, True)
+    np.testing.assert_array_equal(X1, X2)
+    assert Y1.dtype == Y2.dtype == bool and Y1.shape == Y2.shape
+    np.testing.assert_array_equal(Y1, Y2)
+    assert ours.classes_.dtype == theirs.classes_.dtype
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    a, b = vars(ours._label_binarizer), vars(theirs._label_binarizer)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_array_equal(ours._label_binarizer.inverse_transform(Y1.astype(float)), y)
