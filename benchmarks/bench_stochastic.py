@@ -22,11 +22,14 @@ scikit-learn (``impl``), the backends' ``ratio_to=["sklearn"]`` (the speed-up, i
 ``--benchmark-disable`` (CI) each runs two epochs once, to keep the code working.
 
 ``python benchmarks/bench_stochastic.py`` prints the table (interleaved fits, medians and the
-median of the per-round ratios); ``--quick`` fewer rounds; ``--cases seed4layer,digits`` some cases.
+median of the per-round ratios); ``--quick`` fewer rounds; ``--cases seed4layer,digits`` some cases;
+``--default-threads`` each library with its default threads instead of one (fastbp's
+``n_threads=None``: every core; scikit-learn's BLAS as installed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -45,6 +48,9 @@ SOLVERS = ("adam", "sgd")
 BATCH_SIZES = (200, 32)
 #: max_iter per case: scikit-learn's default on the lab's networks, capped on the larger problems
 MAX_ITER = {"seed4layer": 200, "multiclass": 200, "medium": 10, "digits": 30}
+#: seconds of sleep before each timed fit of the table: threads a previous fit woke (OpenBLAS's,
+#: which spin after a call when not held to one thread; the kernels' pools) go back to sleep
+SETTLE_S = 0.3
 #: the compiled backends timed (each epoch one call)
 BACKENDS = tuple(b for b in ("cython", "numba") if b in fastbp.available_backends())
 
@@ -61,15 +67,16 @@ def case_data(name):
     return X, y, case.layer_sizes[1:-1], case.activation
 
 
-def make_estimator(impl, name, solver, batch_size, max_iter=None):
-    """scikit-learn's estimator (``impl="sklearn"``) or fastbp's on backend ``impl``, with the
-    shared arguments (scikit-learn's defaults but for those that define the case)."""
+def make_estimator(impl, name, solver, batch_size, max_iter=None, n_threads=1):
+    """scikit-learn's estimator (``impl="sklearn"``) or fastbp's on backend ``impl`` (with
+    ``n_threads``; None: every core), with the shared arguments (scikit-learn's defaults but for
+    those that define the case)."""
     _, _, hidden, activation = case_data(name)
     params = dict(hidden_layer_sizes=hidden, activation=activation, solver=solver, batch_size=batch_size,
                   max_iter=MAX_ITER[name] if max_iter is None else max_iter, random_state=0)
     if impl == "sklearn":
         return SkMLPClassifier(**params)
-    return fastbp.MLPClassifier(backend=impl, n_threads=1, **params)
+    return fastbp.MLPClassifier(backend=impl, n_threads=n_threads, **params)
 
 
 def _fit(est, X, y):
@@ -109,19 +116,21 @@ def test_stochastic_fit(benchmark, case_name, solver, batch_size, impl):
                                 loss=float(est.loss_))
 
 
-def profile(name, solver, batch_size, repeat, impls=BACKENDS):
-    """Interleaved whole fits (scikit-learn, then each backend, ``repeat`` rounds).
+def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1):
+    """Interleaved whole fits (scikit-learn, then each backend with ``n_threads``, ``repeat``
+    rounds).
 
     Returns ``(epochs, {impl: median seconds}, {backend: median of the per-round ratios})``.
     """
     X, y, *_ = case_data(name)
-    ests = {impl: make_estimator(impl, name, solver, batch_size) for impl in ("sklearn", *impls)}
+    ests = {impl: make_estimator(impl, name, solver, batch_size, n_threads=n_threads) for impl in ("sklearn", *impls)}
     sk = _fit(ests["sklearn"], X, y)
     for impl in impls:
         check_same_path(_fit(ests[impl], X, y), sk)
     times = {impl: [] for impl in ests}
     for _ in range(repeat):
         for impl, est in ests.items():
+            time.sleep(SETTLE_S)  # the previous fit's BLAS or pool threads stop spinning first
             t0 = time.perf_counter()
             _fit(est, X, y)
             times[impl].append(time.perf_counter() - t0)
@@ -140,16 +149,21 @@ def main(argv=None):
     cases = BENCH_CASES
     if "--cases" in argv:
         cases = tuple(argv[argv.index("--cases") + 1].split(","))
-    print(f"fastbp {fastbp.__version__}, backends {BACKENDS}, n_threads=1, BLAS 1 thread; "
+    # --default-threads: each library as installed (fastbp's n_threads=None, every core;
+    # scikit-learn's BLAS with its own thread count); else one thread each
+    default_threads = "--default-threads" in argv
+    threads = ("default threads (fastbp every core, BLAS its own count)" if default_threads
+               else "n_threads=1, BLAS 1 thread")
+    print(f"fastbp {fastbp.__version__}, backends {BACKENDS}, {threads}; "
           f"scikit-learn's defaults; medians of {repeat} interleaved fits\n")
     head = " | ".join(f"fastbp {b} | speed-up" for b in BACKENDS)
     print(f"| case | solver | batch | epochs | scikit-learn | {head} |")
     print("|---|---|---:|---:|---:|" + "---:|---:|" * len(BACKENDS))
-    with threadpool_limits(1):
+    with contextlib.nullcontext() if default_threads else threadpool_limits(1):
         for name in cases:
             for solver in SOLVERS:
                 for batch_size in BATCH_SIZES:
-                    epochs, t, r = profile(name, solver, batch_size, repeat)
+                    epochs, t, r = profile(name, solver, batch_size, repeat, n_threads=None if default_threads else 1)
                     cells = " | ".join(f"{_ms(t[b])} | {r[b]:.1f}x" for b in BACKENDS)
                     print(f"| {name} | {solver} | {batch_size} | {epochs} | {_ms(t['sklearn'])} | {cells} |",
                           flush=True)

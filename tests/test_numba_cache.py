@@ -259,3 +259,41 @@ def test_the_first_call_says_it_compiles_once_per_dtype_and_kind(monkeypatch):
         first_call()  # said already in this process
         first_call(np.float32)
         first_call(np.float32, blas=True)  # in the cache
+
+
+def test_is_cached_after_a_second_order_call():
+    """is_cached(second_order=True) builds the signature of second order's entry point as the
+    backend calls it: True once a hessp call has compiled (and cached) it."""
+    rng = np.random.default_rng(0)
+    net = fastbp.Network([3, 4, 1], backend="numba")
+    f = net.bind(rng.standard_normal((40, 3)), rng.integers(0, 2, 40))
+    W = net.init_weights(0)
+    f.hessp(W, W)
+    f.gauss_newton_product(W, W)  # the same specialization
+    assert numba_kernels.is_cached(np.float64, second_order=True)
+
+
+def test_the_first_epoch_and_second_order_calls_say_they_compile(monkeypatch):
+    """Each entry point announces its own compile, once, when the cache lacks it."""
+    from fastbp.backends import NumbaCompileWarning, numba_backend
+    from fastbp.optimizers import SGDOptimizer
+
+    monkeypatch.setattr(numba_backend, "_ANNOUNCED", set())
+    asked = []
+
+    def is_cached(dtype=np.float64, blas=False, epoch=False, second_order=False):
+        asked.append((epoch, second_order))
+        return False
+
+    monkeypatch.setattr(numba_kernels, "is_cached", is_cached)
+    rng = np.random.default_rng(0)
+    X, T = rng.standard_normal((40, 3)), rng.integers(0, 2, (40, 1)).astype(float)
+    net = fastbp.Network([3, 4, 1], backend="numba")
+    f = net.bind(X, T[:, 0])
+    W = net.init_weights(0)
+    with pytest.warns(NumbaCompileWarning, match=r"numba second-order kernels for float64 networks once \(~25 s\)"):
+        f.hessp(W, W)
+    kernel = net._kernel_for(40)
+    with pytest.warns(NumbaCompileWarning, match=r"numba epoch kernels for float64 networks once \(~15 s\)"):
+        kernel.run_epoch(W.copy(), X, T, None, None, 16, 1e-4, SGDOptimizer([W.copy()], 0.01))
+    assert asked == [(False, True), (True, False)]

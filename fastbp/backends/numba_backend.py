@@ -90,28 +90,29 @@ _NO_ORDER = np.zeros(0, dtype=np.int64)  # an epoch's samples in order
 _INT64, _FLOAT64 = np.dtype(np.int64), np.dtype(np.float64)  # (comparing with np.int64 converts it each time)
 
 
-#: About how long a cold compile of one dtype and kind takes, in seconds (said in the warning).
-COLD_COMPILE_S = 10
-_ANNOUNCED = set()  # (dtype, blas, epoch) this process has looked up
+#: About how long a cold compile of one dtype and kind takes, in seconds (said in the warning), per
+#: entry point: the gradient's, the epoch's (sgd/adam fits), second order's.
+COLD_COMPILE_S = {"gradient": 10, "epoch": 15, "second_order": 25}
+_WHAT = {"gradient": "kernels", "epoch": "epoch kernels", "second_order": "second-order kernels"}
+_ANNOUNCED = set()  # (dtype, blas, entry) this process has looked up
 
 
-def _announce_compile(dtype, blas, epoch=False):
-    """Warn, before the wait, that this call compiles: the first of its dtype and kind (and
-    entry point: the gradient's or the epoch's) in this process, when the disk cache does not
-    hold the compiled entry point."""
-    key = (np.dtype(dtype).str, bool(blas), bool(epoch))
+def _announce_compile(dtype, blas, entry="gradient"):
+    """Warn, before the wait, that this call compiles: the first of its dtype, kind and entry
+    point (``"gradient"``, ``"epoch"``, ``"second_order"``) in this process, when the disk cache
+    does not hold that entry point compiled."""
+    key = (np.dtype(dtype).str, bool(blas), entry)
     if key in _ANNOUNCED:
         return
     _ANNOUNCED.add(key)
     from .numba_kernels import is_cached
 
-    if is_cached(dtype, blas=blas, **({"epoch": True} if epoch else {})):
+    if is_cached(dtype, blas=blas, **({} if entry == "gradient" else {entry: True})):
         return
     kind = "BLAS " if blas else ""
-    what = "epoch kernels" if epoch else "kernels"
     warnings.warn(
-        f"fastbp: compiling the numba {what} for {np.dtype(dtype).name} {kind}networks once "
-        f"(~{COLD_COMPILE_S} s); cached after",
+        f"fastbp: compiling the numba {_WHAT[entry]} for {np.dtype(dtype).name} {kind}networks once "
+        f"(~{COLD_COMPILE_S[entry]} s); cached after",
         NumbaCompileWarning,
         stacklevel=4,  # towards the user's call
     )
@@ -182,7 +183,8 @@ class NumbaKernel:
         self._rows = _ROWS if self.uses_blas else None  # selects the sample-major block kernel
         kind = P.BlasPool if self.uses_blas else P.Pool
         self._pool = P.get_pool(layout.dtype, kind) if self._max_blocks > 1 else None
-        self._announce = self._announce_epoch = True  # the first call checks whether it compiles
+        # the first call of each entry point checks whether it compiles
+        self._announce = self._announce_epoch = self._announce_second = True
         self._epoch_pool = P.get_pool(layout.dtype, P.EpochPool) if self._max_blocks > 1 else None
         self._batches = {}  # (n, batch_size, weighted) -> what an epoch needs: see _batch_plan
         self._dtype = layout.dtype
@@ -271,6 +273,9 @@ class NumbaKernel:
         st = self._second
         if st is None:
             st = self._second = _SecondOrder(self)
+        if self._announce_second:
+            self._announce_second = False
+            _announce_compile(self.layout.dtype, self.uses_blas, "second_order")
         k = V.shape[0]
         n_blocks, split = st.plan(X.shape[0], k)
         if X.flags.writeable:
@@ -404,7 +409,7 @@ class NumbaKernel:
                 order = order.copy()
         if self._announce_epoch:
             self._announce_epoch = False
-            _announce_compile(dt, self.uses_blas, epoch=True)
+            _announce_compile(dt, self.uses_blas, "epoch")
         locked = self._lock.acquire(blocking=False)
         if self.uses_blas:
             blas_threads.hold()  # the blocks' gemms on this thread, in the epoch's flush mode

@@ -96,7 +96,7 @@ def register_locator():
     classes.insert(0, PackageCacheLocator)
 
 
-def is_cached(dtype=np.float64, blas=False, epoch=False):
+def is_cached(dtype=np.float64, blas=False, epoch=False, second_order=False):
     """Whether the disk cache holds the entry point compiled for networks of ``dtype``.
 
     True when the first call of such a network will load compiled code (a fraction of a second)
@@ -113,6 +113,10 @@ def is_cached(dtype=np.float64, blas=False, epoch=False):
     epoch : bool, default False
         The entry point of minibatch epochs (:func:`.epoch.run_epoch`, what the estimators' sgd
         and adam fits compile) instead of the loss and gradient's (:func:`.driver.run`).
+    second_order : bool, default False
+        The entry point of Hessian-vector and Gauss-Newton products
+        (:func:`.second_order.run_curvature`, compiled on the first ``hessp``, ``hess`` or
+        ``gauss_newton_product`` call) instead.
     """
     # the entry point's module imports this one (through .jit): import it only when asked
     from numba.core.typing.typeof import Purpose, typeof
@@ -124,7 +128,13 @@ def is_cached(dtype=np.float64, blas=False, epoch=False):
 
     ctl = np.zeros(CTL_LEN, dtype=np.int64)
     rows = np.empty(0, dtype=np.int8) if blas else None
-    if epoch:
+    if second_order:
+        from .second_order import curvature_placeholders, run_curvature
+
+        W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, job = curvature_placeholders(dtype)
+        entry = run_curvature
+        args = (W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, 0.0, 0.0, 0, 1, 0, 1, ctl, job, 0, rows)
+    elif epoch:
         entry, args = run_epoch, (*epoch_placeholders(dtype, ctl)[:-1], rows)
     else:
         W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
