@@ -4,6 +4,7 @@ that a new architecture reuses the compiled code."""
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 from numba import njit
 from scipy.special import expit
 
@@ -12,7 +13,7 @@ from fastbp.layout import ACTIVATIONS
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
-    pytest.skip("the numba backend is not available", allow_module_level=True)
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
 from naive import naive_loss_and_grad  # noqa: E402
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 from scipy.special import expit
 
 import fastbp
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
-    pytest.skip("the numba backend is not available", allow_module_level=True)
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
 from numba.core import caching, config  # noqa: E402
 from numba.core.registry import CPUDispatcher  # noqa: E402

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 from numba import njit
 
 import fastbp
@@ -21,7 +22,7 @@ from fastbp.cases import CASES, make_case_data
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
-    pytest.skip("the numba backend is not available", allow_module_level=True)
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
 from fastbp.backends import blas_threads, numba_backend  # noqa: E402
 from fastbp.backends.numba_kernels import fpenv  # noqa: E402

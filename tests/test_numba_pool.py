@@ -12,12 +12,13 @@ import time
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 
 import fastbp
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
-    pytest.skip("the numba backend is not available", allow_module_level=True)
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
 from fastbp.backends.numba_backend import _EMPTY  # noqa: E402
 from fastbp.backends.numba_kernels import pool as K  # noqa: E402

@@ -4,13 +4,14 @@ of the products (and their 2- and 1-output leftovers), the 4 x 4 gradient blocks
 
 import numpy as np
 import pytest
+from availability import unavailable_reason
 
 import fastbp
 from fastbp.layout import ACTIVATIONS
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
-    pytest.skip("the numba backend is not available", allow_module_level=True)
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
 from fastbp.backends.numba_kernels.tile_products import grad_acc, mm_flat  # noqa: E402
 
