@@ -79,6 +79,9 @@ class Layout:
         ``intercept_offsets[-1] == n_params`` close the last block.
     sizes : ndarray of int64
         ``layer_sizes`` as an array, for kernels.
+    param_layer : ndarray of int64, shape (n_params,)
+        The weight layer (0 for the inputs' coefficients and the first hidden layer's
+        intercepts) each entry of the flat vector belongs to.
     activation_code, output_code : int
         Index into :data:`ACTIVATIONS` and :data:`OUTPUTS`.
     """
@@ -114,7 +117,11 @@ class Layout:
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.activation_code = ACTIVATIONS.index(self.activation)
         self.output_code = OUTPUTS.index(self.output)
-        for arr in (self.coef_offsets, self.intercept_offsets, self.sizes):
+        self.param_layer = np.empty(self.n_params, dtype=np.int64)
+        for layer in range(len(coef_sizes)):
+            self.param_layer[self.coef_offsets[layer] : self.coef_offsets[layer + 1]] = layer
+            self.param_layer[self.intercept_offsets[layer] : self.intercept_offsets[layer + 1]] = layer
+        for arr in (self.coef_offsets, self.intercept_offsets, self.sizes, self.param_layer):
             arr.setflags(write=False)
 
     def __repr__(self):

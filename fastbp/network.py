@@ -44,14 +44,21 @@ def _check_dense_size(what, shape):
         )
 
 
-def _symmetrize(H, block=256):
-    """H ← ½ (H + Hᵀ) in place, block by block (no second n × n array)."""
+def _symmetric_from_upper(H, layer, block=256):
+    """H ← the symmetric matrix whose entry (i, j) is H[i, j] where ``layer[i] < layer[j]``,
+    H[j, i] where ``layer[i] > layer[j]``, and ½ (H[i, j] + H[j, i]) within a layer: in place,
+    block by block (no second n × n array). Rows computed with ``upper=True`` hold only the
+    entries of their own layer and above; the others are taken from the rows of lower layers."""
     n = H.shape[0]
     for i in range(0, n, block):
+        li = layer[i : i + block, None]
         for j in range(i, n, block):
-            avg = 0.5 * (H[i : i + block, j : j + block] + H[j : j + block, i : i + block].T)
-            H[i : i + block, j : j + block] = avg
-            H[j : j + block, i : i + block] = avg.T
+            lj = layer[None, j : j + block]
+            A = H[i : i + block, j : j + block]
+            B = H[j : j + block, i : i + block].T
+            val = np.where(li < lj, A, np.where(li > lj, B, 0.5 * (A + B)))
+            H[i : i + block, j : j + block] = val
+            H[j : j + block, i : i + block] = val.T
 
 
 class Network:
@@ -391,8 +398,11 @@ class BoundObjective:
         method="trust-exact")`` on small networks.
 
         Built from Hessian-vector products on blocks of unit vectors, many directions carried
-        through each pass over the data (never one pass per parameter), then made exactly
-        symmetric as ½ (H + Hᵀ) (the products agree with their transposes to round-off).
+        through each pass over the data (never one pass per parameter). H is symmetric, so the
+        row of a parameter of layer l is computed for layers l and above only (the backward pass
+        stops at l), the entries below taken from the rows of the lower layers' parameters, and
+        each layer's own block made exactly symmetric as ½ (B + Bᵀ) (the products agree with
+        their transposes to round-off).
 
         Returns
         -------
@@ -413,8 +423,9 @@ class BoundObjective:
             k = min(block, P - start)
             E = np.zeros((k, P), dtype=np.float64)
             E[np.arange(k), start + np.arange(k)] = 1.0
-            H[start : start + k] = kernel.hessp_block(W, E, self.X, self.T, self.sample_weight, self.scale, self._l2)
-        _symmetrize(H)
+            H[start : start + k] = kernel.hessp_block(W, E, self.X, self.T, self.sample_weight, self.scale, self._l2,
+                                                      upper=True)
+        _symmetric_from_upper(H, self.network.layout.param_layer)
         return H
 
     def gauss_newton_product(self, W, V):

@@ -585,9 +585,10 @@ cdef class CythonKernel:
         """``H V``: float64 (n_params,) for V of shape (n_params,)."""
         return _rop_call(self, W, V, X, T, sample_weight, scale, l2, False, False)
 
-    def hessp_block(self, W, V, X, T, sample_weight, double scale, double l2):
-        """``H V[d]`` for each row of V (k, n_params), in one pass over the samples."""
-        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, False, True)
+    def hessp_block(self, W, V, X, T, sample_weight, double scale, double l2, bint upper=False):
+        """``H V[d]`` for each row of V (k, n_params), in one pass over the samples (upper: only
+        the entries of V[d]'s first nonzero layer and above, the rest 0)."""
+        return _rop_call(self, W, V, X, T, sample_weight, scale, l2, False, True, upper)
 
     def gauss_newton_product(self, W, V, X, T, sample_weight, double scale, double l2):
         """``G V``: float64 (n_params,)."""

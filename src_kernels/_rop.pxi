@@ -169,7 +169,7 @@ cdef void _rop_forward(const Plan *p, const floating *W, const floating *Xt, idx
 
 cdef void _rblock(const Plan *p, const RopLayout *r, const floating *W, const floating *V,
                   idx k, const floating *X, const floating *T, const double *sw, idx s_begin,
-                  idx s_end, idx ts, double *acc, bint gn, const unsigned char *vflags,
+                  idx s_end, idx ts, double *acc, bint gn, bint upper, const unsigned char *vflags,
                   char *scratch) noexcept nogil:
     """Add R{∂loss/∂W} (unscaled, no penalty) of samples [s_begin, s_end) along the k
     directions V[d] (rows of n_params) into the rows acc[d] (Gauss-Newton products when gn).
@@ -420,7 +420,7 @@ cdef void _rblock(const Plan *p, const RopLayout *r, const floating *W, const fl
                 else:
                     fb_rgrad_f(p.wide, Z, RZ if cross else NULL, n_in, RD, D, n_out, gW, gb, nsp,
                                ld)
-                if l == 0:
+                if l == 0 or (upper and l == lo):  # upper: no layer below V[d]'s first
                     break
                 # R{δ^l} = σ'(a^l) (W_l R{δ^{l+1}} + V_l δ^{l+1}) + t^l R{z^l}
                 Dp = rd + p.dbuf_off[l]
@@ -544,7 +544,7 @@ cdef struct RopCtx:
     const unsigned char *vflags  # (k, n_layers): which parts of V[d] are nonzero (_rblock)
     idx n, ts, n_tiles, k, tb, astride
     int n_jobs
-    bint gn, by_dirs, jac
+    bint gn, upper, by_dirs, jac
     double *out        # the result: (k, n_params), or the Jacobian's rows
     char *accs         # job j's accumulator (blocks of samples, j >= 1) at accs + (j - 1) astride
     char *threads      # thread slot t's scratch at threads + t tb
@@ -569,7 +569,7 @@ cdef inline void _rop_job(const RopCtx *c, int j, int slot, const floating *W,
     if c.jac:
         _jblock(c.p, c.r, W, X, c.rs, sb, se, c.ts, c.out, c.threads + slot * c.tb)
     else:
-        _rblock(c.p, c.r, W, V + d0 * P, d1 - d0, X, T, c.sw, sb, se, c.ts, acc, c.gn,
+        _rblock(c.p, c.r, W, V + d0 * P, d1 - d0, X, T, c.sw, sb, se, c.ts, acc, c.gn, c.upper,
                 c.vflags + d0 * c.p.n_layers, c.threads + slot * c.tb)
 
 
@@ -630,8 +630,9 @@ cdef inline void _rop_release(CythonKernel self, bint own, char *raw) noexcept:
 
 
 cdef object _rop_call(CythonKernel self, W, V, X, T, sample_weight, double scale, double l2,
-                      bint gn, bint block):
-    """hessp / gauss_newton_product (block False: V of shape (P,)) and their _block forms."""
+                      bint gn, bint block, bint upper=False):
+    """hessp / gauss_newton_product (block False: V of shape (P,)) and their _block forms;
+    upper: each row only from V[d]'s first nonzero layer up (the rest 0: Network.hess)."""
     cdef const Plan *p = &self.plan
     cdef idx n, k, P = p.n_params, n_coef = p.n_coef, i, isz = 4 if self.float32 else 8
     cdef idx w_bytes, v_bytes, f_bytes, a_bytes, nbytes, d
@@ -704,6 +705,7 @@ cdef object _rop_call(CythonKernel self, W, V, X, T, sample_weight, double scale
     c.n = n
     c.k = k
     c.gn = gn
+    c.upper = upper
     c.jac = False
     c.out = o
     flags = <unsigned char *>(base + w_bytes + v_bytes)
@@ -804,6 +806,7 @@ cdef object _jacobian_call(CythonKernel self, W, X, row_scale, out):
     c.n = n
     c.k = 0
     c.gn = False
+    c.upper = False
     c.jac = True
     c.out = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
     c.accs = NULL

@@ -165,6 +165,27 @@ def test_hess_is_symmetric_and_equals_hessp_on_unit_vectors(problem, relerr, bac
     assert relerr(H @ direction(p.W.size), naive_products(problem, "tanh", out_id, 2, True, False)) < RTOL_F64
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_upper_rows_hold_their_layers_and_above(problem, relerr, backend, depth):
+    """hessp_block(..., upper=True), what Network.hess asks for: each row agrees with the whole
+    row of H on the entries of its own layer and above (those Network.hess reads); the compiled
+    kernels stop the backward pass there and leave exact zeros below, the reference may not."""
+    p = make(problem, "softmax3-proba", depth, True)
+    f = network(p, "tanh", backend).bind(p.X, p.y, sample_weight=p.sw)
+    P = p.W.size
+    E = np.eye(P)
+    rows = f._kernel.hessp_block(p.W, E, f.X, f.T, f.sample_weight, f.scale, f._l2, upper=True)
+    full = f._kernel.hessp_block(p.W, E, f.X, f.T, f.sample_weight, f.scale, f._l2)
+    layer = f.network.layout.param_layer
+    assert layer.shape == (P,) and set(layer) == set(range(depth + 1))
+    needed = layer[None, :] >= layer[:, None]
+    assert relerr(np.where(needed, rows, 0.0), np.where(needed, full, 0.0)) < RTOL_F64
+    if backend != "numpy":
+        assert not rows[~needed].any()
+    if depth:  # rows that were whole would fail the line above
+        assert np.count_nonzero(full[~needed]) > 0
+
+
 def test_hess_in_blocks_equals_hess_in_one_block(problem, relerr, monkeypatch):
     """The dense Hessian assembled from many small blocks of directions (with a short last one)
     is the one of a single block."""

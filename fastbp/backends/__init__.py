@@ -33,12 +33,15 @@ them: logistic ``diag p(1−p)``, softmax ``s (diag p − p pᵀ)`` with ``s = �
 
 ``kernel.hessp(W, V, X, T, sample_weight, scale, l2) -> ndarray``
     ``V`` of shape ``(n_params,)``; returns ``H V``, a new float64 array of shape ``(n_params,)``.
-``kernel.hessp_block(W, V, X, T, sample_weight, scale, l2) -> ndarray``
+``kernel.hessp_block(W, V, X, T, sample_weight, scale, l2, upper=False) -> ndarray``
     ``V`` of shape ``(k, n_params)``, k ≥ 1: k directions, each row in the flat layout of ``W``.
     Returns a new float64 ``(k, n_params)`` array whose row d is ``H V[d]``, computed in one
     pass over the samples that carries all k directions (a kernel may repack ``V`` into its own
     order once per call). ``Network.hess`` calls it on blocks of rows of the identity, so its
-    results are the rows of the dense Hessian.
+    results are the rows of the dense Hessian, with ``upper=True``: only the entries of the
+    layers from V[d]'s first nonzero one up are needed (a kernel may stop the backward pass
+    there and leave the rest of the row 0, or return the whole row); ``Network.hess`` takes the
+    others from the symmetry of H (``layout.param_layer`` says each entry's layer).
 ``kernel.gauss_newton_product(W, V, ...)``, ``kernel.gauss_newton_block(W, V, ...)``
     The same with ``G`` in place of ``H``.
 ``kernel.output_jacobian(W, X, row_scale, out) -> None``

@@ -164,8 +164,8 @@ class SerialBlasKernel:
     def hessp(self, W, V, X, T, sample_weight, scale, l2):
         return self._serial(self.kernel.hessp, W, V, X, T, sample_weight, scale, l2)
 
-    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
-        return self._serial(self.kernel.hessp_block, W, V, X, T, sample_weight, scale, l2)
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2, upper=False):
+        return self._serial(self.kernel.hessp_block, W, V, X, T, sample_weight, scale, l2, upper)
 
     def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
         return self._serial(self.kernel.gauss_newton_product, W, V, X, T, sample_weight, scale, l2)

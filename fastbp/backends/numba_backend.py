@@ -45,7 +45,7 @@ from .numba_kernels.epoch import run_epoch as _run_epoch
 from .numba_kernels.meta import H_GSIZE, H_ZSIZE, OUT_BLOCK, PAD, make_meta
 from .numba_kernels.optimizers import ADAM, SGD
 from .numba_kernels.pool import JOB_LEN, MAX_BLOCKS, MAX_SLOTS
-from .numba_kernels.roperator import R_FLAGS, rbase, scratch_sizes
+from .numba_kernels.roperator import EXACT, GN, R_FLAGS, UPPER, rbase, scratch_sizes
 from .numba_kernels.second_order import curvature_pool, output_jacobian, run_curvature
 
 #: A layer's tile products go to BLAS when it has at least this many coefficients.
@@ -258,18 +258,18 @@ class NumbaKernel:
         return max(1, min(MAX_DIRECTIONS, R_BLOCK_VALUES // self.layout.n_params))
 
     def hessp(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 0)[0]
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, EXACT)[0]
 
-    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, V, X, T, sample_weight, scale, l2, 0)
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2, upper=False):
+        return self._curvature(W, V, X, T, sample_weight, scale, l2, UPPER if upper else EXACT)
 
     def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, 1)[0]
+        return self._curvature(W, _one_row(V), X, T, sample_weight, scale, l2, GN)[0]
 
     def gauss_newton_block(self, W, V, X, T, sample_weight, scale, l2):
-        return self._curvature(W, V, X, T, sample_weight, scale, l2, 1)
+        return self._curvature(W, V, X, T, sample_weight, scale, l2, GN)
 
-    def _curvature(self, W, V, X, T, sample_weight, scale, l2, gauss_newton):
+    def _curvature(self, W, V, X, T, sample_weight, scale, l2, product):
         st = self._second
         if st is None:
             st = self._second = _SecondOrder(self)
@@ -301,7 +301,7 @@ class NumbaKernel:
                     pool, n_slots = None, 1
             try:
                 out = run_curvature(W, V, X, T, sw, st.meta, rmeta, zd, ws, gbuf, Wc, float(scale), float(l2),
-                                    int(gauss_newton), n_blocks, split, n_slots,
+                                    product, n_blocks, split, n_slots,
                                     _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)[1]
             finally:
                 if pool is not None:

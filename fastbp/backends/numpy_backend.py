@@ -171,9 +171,10 @@ class NumpyKernel:
     def hessp(self, W, V, X, T, sample_weight, scale, l2):
         return self.hessp_block(W, V[None, :], X, T, sample_weight, scale, l2)[0]
 
-    def hessp_block(self, W, V, X, T, sample_weight, scale, l2):
+    def hessp_block(self, W, V, X, T, sample_weight, scale, l2, upper=False):
         from .numpy_rop import curvature_block
 
+        # upper: the whole rows (a superset of what is asked; the reference keeps one pass)
         return curvature_block(self.layout, W, V, X, T, sample_weight, scale, l2)
 
     def gauss_newton_product(self, W, V, X, T, sample_weight, scale, l2):

@@ -65,10 +65,15 @@ ZERO, DENSE, SPARSE = 0, 1, 2
 SPARSE_RATIO = 4
 
 
-#: The call's part of meta, from :func:`rbase`: k; the Gauss-Newton flag; q, the directions per
-#: block when the blocks split the directions (0: they split the samples); the address of the
-#: blocks' rows; then per direction the flags.
+#: The call's part of meta, from :func:`rbase`: k; the product (R_GN: EXACT, GN or UPPER); q, the
+#: directions per block when the blocks split the directions (0: they split the samples); the
+#: address of the blocks' rows; then per direction the flags.
 R_K, R_GN, R_SPLIT, R_GBUF, R_FLAGS = 0, 1, 2, 3, 4
+#: The products: H V; G V; and H V on the parameters of V's first nonzero layer and above only
+#: (the rest of the row left 0): the backward R-pass stops at that layer. ``Network.hess`` takes
+#: the rows of unit vectors that way and the missing blocks from the symmetry of H, which skips
+#: the backward pass below each direction's layer (about a fifth of a dense Hessian's work).
+EXACT, GN, UPPER = 0, 1, 2
 
 
 @njit(**_JIT)
@@ -119,7 +124,8 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
     RB = rbase(L)
-    exact = meta[RB + R_GN] == 0
+    exact = meta[RB + R_GN] != GN  # H V (EXACT or UPPER), else G V
+    upper = meta[RB + R_GN] == UPPER
     FL = RB + R_FLAGS
     d0, d1, s_begin, s_end = block_directions(meta, RB, s_begin, s_end, X.shape[0], g)
     # offsets of the five tile arrays in zd: z, δ, C, R{z}, R{δ}
@@ -221,7 +227,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                     RZin = zd[RZ + zo_in : RZ + zo_in + n_in * ts].reshape((n_in, ts))
                     Dout = zd[DO + zo_out : DO + zo_out + n_out * ts].reshape((n_out, ts))
                     grad_acc(RZin, Dout, Gl, junk)
-                if layer == 0:
+                if layer == 0 or (upper and layer == first):  # UPPER: no layer below V_d's first
                     break
                 Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
                 kind = meta[flags + layer] if exact else ZERO
@@ -262,7 +268,8 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     CO = HEADER + 2 * n1
     IO = HEADER + 3 * n1
     RB = rbase(L)
-    exact = meta[RB + R_GN] == 0
+    exact = meta[RB + R_GN] != GN  # H V (EXACT or UPPER), else G V
+    upper = meta[RB + R_GN] == UPPER
     FL = RB + R_FLAGS
     d0, d1, s_begin, s_end = block_directions(meta, RB, s_begin, s_end, X.shape[0], g)
     Z = zd[:zsize]
@@ -362,7 +369,7 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
                 if rz:
                     Dout = D[zo_out : zo_out + ts * n_out].reshape((ts, n_out))
                     _grad_rows(RZ[zo_in : zo_in + ts * n_in].reshape((ts, n_in)), Dout, Gt, Gl, junk)
-                if layer == 0:
+                if layer == 0 or (upper and layer == first):  # UPPER: no layer below V_d's first
                     break
                 Wl = Wc[co : co + n_in * n_out].reshape((n_in, n_out))
                 RDin = RD[zo_in : zo_in + ts * n_in].reshape((ts, n_in))

@@ -107,10 +107,12 @@ def _curvature_epilogue(V, gbuf, n_blocks, split, meta, scale, l2):
 
 
 @njit(**_JIT)
-def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gauss_newton, n_blocks, split,
+def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, product, n_blocks, split,
                   n_slots, ctl, job, slot, rows):
-    """``H V[d]`` (``gauss_newton`` 0) or ``G V[d]`` (1) for every row of ``V``, as a new float64
-    (k, n_params) array (``slot = 0``), or the life of worker ``slot`` (> 0) of the pool ``ctl``.
+    """``H V[d]`` (``product`` :data:`.roperator.EXACT`), ``G V[d]`` (``GN``) or the upper part of
+    ``H V[d]`` (``UPPER``: the entries of V[d]'s first nonzero layer and above, the rest 0) for
+    every row of ``V``, as a new float64 (k, n_params) array (``slot = 0``), or the life of worker
+    ``slot`` (> 0) of the pool ``ctl``.
 
     ``V``: float64 (k, n_params). ``meta``: the layout with the R kernels' tile; ``rmeta``: int64
     scratch of ``rbase(L) + R_FLAGS + k (L + 1)`` entries, which receives the layout and the
@@ -140,7 +142,7 @@ def run_curvature(W, V, X, T, sw, meta, rmeta, zd, ws, gbuf, Wc, scale, l2, gaus
     for i in range(RB):
         rmeta[i] = meta[i]
     rmeta[RB + R_K] = k
-    rmeta[RB + R_GN] = gauss_newton
+    rmeta[RB + R_GN] = product
     rmeta[RB + R_SPLIT] = split
     rmeta[RB + R_GBUF] = _address(gbuf)
     _direction_flags(V, meta, rmeta)
