@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 
+from . import blas_threads
+
 BUILD_ERROR_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cython_build_error.txt")
 
 
@@ -112,16 +114,6 @@ def plan_for(layout, n_threads):
     }
 
 
-def _blas_controllers():
-    """threadpoolctl's controllers of every BLAS library loaded (scipy's OpenBLAS, which
-    ``scipy.linalg.cython_blas`` calls, and numpy's), or () when threadpoolctl is missing."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - a declared dependency
-        return ()
-    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
-
-
 class SerialBlasKernel:
     """A kernel whose threads each call BLAS: BLAS is held to one thread during every call.
 
@@ -131,31 +123,26 @@ class SerialBlasKernel:
     thread per kernel thread). And BLAS's own threads do not run in the kernel's flush-to-zero
     mode (scipy's OpenBLAS does not pass its caller's MXCSR on to them), so saturated calls would
     be slow there. So every BLAS call of the kernel runs on a kernel thread, one call at a time:
-    the limit is set before and restored after each call (a few microseconds, against calls of
-    milliseconds), as ``threadpoolctl.threadpool_limits(1, "blas")`` would; it is process-wide
-    meanwhile. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS, MKL, BLIS.) The
-    second-order methods are held alike.
+    the limit is set before and restored after each call by :mod:`fastbp.backends.blas_threads`
+    (a few microseconds, against calls of milliseconds; counted process-wide, so calls from
+    several Python threads restore the setting only when the last one ends), as the numba
+    kernel's BLAS networks do. (Only BLAS libraries threadpoolctl controls are held: OpenBLAS,
+    MKL, BLIS.) The second-order methods and the epochs are held alike.
     """
 
     def __init__(self, kernel):
         self.kernel = kernel
-        self._controllers = None
 
     def __getattr__(self, name):  # n_threads, tile, blas_layers, _n_blocks... of the kernel
         return getattr(self.kernel, name)
 
     def _serial(self, method, *args):
         """``method(*args)`` with the BLAS libraries held to one thread."""
-        if self._controllers is None:
-            self._controllers = _blas_controllers()
-        saved = [c.num_threads for c in self._controllers]
-        for c in self._controllers:
-            c.set_num_threads(1)
+        blas_threads.hold()
         try:
             return method(*args)
         finally:
-            for c, n in zip(self._controllers, saved):
-                c.set_num_threads(n)
+            blas_threads.release()
 
     def __call__(self, W, X, T, sample_weight, scale, l2):
         return self._serial(self.kernel, W, X, T, sample_weight, scale, l2)
