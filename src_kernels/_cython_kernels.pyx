@@ -378,7 +378,7 @@ cdef struct RunCtx:
     const void *X
     const void *T
     const double *sw
-    idx n, ts, n_tiles, tb, gstride
+    idx n, tb, gstride
     int n_blocks
     double *grad
     double *losses
@@ -388,18 +388,20 @@ cdef struct RunCtx:
 
 cdef inline void _one_block(const RunCtx *c, int b, int slot, const floating *W,
                             const floating *X, const floating *T) noexcept nogil:
-    """Block b of c: tiles [b n_tiles / B, (b + 1) n_tiles / B) (the split depends on n and B
-    only), into its own gradient buffer (block 0: the result's) and loss slot, on the scratch
-    of thread `slot`."""
-    cdef idx ts = c.ts, P = c.p.n_params
+    """Block b of c: samples [b n / B, (b + 1) n / B) (the blocks differ by one sample at most;
+    the split depends on n and B only), in as few tiles of at most ld samples as it takes, of
+    equal size rounded up to 8 lanes (100 samples with ld = 40: 40, 40, 20), into its own
+    gradient buffer (block 0: the result's) and loss slot, on the scratch of thread `slot`."""
+    cdef idx P = c.p.n_params, ld = c.p.ld
+    cdef idx s_begin = b * c.n // c.n_blocks, s_end = (b + 1) * c.n // c.n_blocks
+    cdef idx n_tiles = (s_end - s_begin + ld - 1) // ld
+    cdef idx ts = (s_end - s_begin + n_tiles - 1) // max(n_tiles, 1)
     cdef double *gb = c.grad if b == 0 else <double *>(c.grads + (b - 1) * c.gstride)
+    ts = min(ld, (ts + FB_LANES - 1) // FB_LANES * FB_LANES)
     if b > 0:
         memset(gb, 0, P * sizeof(double))
-    c.losses[b] = _block_task(
-        c.p, W, X, T, c.sw,
-        min(c.n, (b * c.n_tiles // c.n_blocks) * ts),
-        min(c.n, ((b + 1) * c.n_tiles // c.n_blocks) * ts),
-        ts, gb, c.threads + slot * c.tb)
+    c.losses[b] = _block_task(c.p, W, X, T, c.sw, s_begin, s_end, max(ts, FB_LANES), gb,
+                              c.threads + slot * c.tb)
 
 
 cdef void _task_d(void *ctx, int b, int slot) noexcept nogil:
@@ -428,14 +430,6 @@ cdef void _run(const Plan *p, const floating *W, const floating *X, const floati
     c.T = T
     c.sw = sw
     c.n = n
-    # tiles of ts <= ld samples, as many per block and as even as the plan's ld allows (n=400
-    # in 4 blocks with ld=128: 4 tiles of 104, not 3 of 128 and one of 16); ts depends on n
-    # and n_blocks only, so the sums' order does too
-    cdef idx per_block = (n + n_blocks - 1) // n_blocks
-    cdef idx tiles_per_block = (per_block + p.ld - 1) // p.ld
-    c.ts = (n + n_blocks * tiles_per_block - 1) // (n_blocks * tiles_per_block)
-    c.ts = min(p.ld, (c.ts + FB_LANES - 1) // FB_LANES * FB_LANES)
-    c.n_tiles = (n + c.ts - 1) // c.ts
     c.n_blocks = n_blocks
     c.tb = _thread_bytes(p, sizeof(floating))
     c.gstride = _round64(P * sizeof(double))
@@ -479,6 +473,7 @@ cdef class CythonKernel:
     cdef readonly idx tile
     cdef readonly idx min_samples_per_thread
     cdef readonly idx min_block
+    cdef readonly idx many_blocks_min
     cdef readonly object blas_layers
     cdef readonly object gacc_layers
     cdef char *arena       # 64-byte aligned, inside arena_raw
@@ -614,12 +609,15 @@ cdef class CythonKernel:
         return <int>max(1, min(self.n_threads, by_size, by_blocks))
 
     cdef int _call_blocks(self, idx n, int n_threads) noexcept:
-        """Blocks a call on n samples with n_threads threads is cut into: more blocks than
-        threads, claimed as threads come free (a thread slowed down by a competitor on its core
-        runs fewer of them; the split depends on n and n_threads only), but no more blocks than
-        tiles of ld samples, unless that is fewer than the threads (blocks of min_block samples,
-        for networks whose BLAS tiles are large)."""
-        return n_threads if n_threads == 1 else <int>max(n_threads, min(
+        """Blocks a call on n samples with n_threads threads is cut into: one per thread below
+        many_blocks_min samples; from there more blocks than threads, claimed as threads come
+        free (a thread slowed down by a competitor on its core runs fewer of them), but no more
+        blocks than tiles of ld samples, unless that is fewer than the threads (blocks of
+        min_block samples, for networks whose BLAS tiles are large). The split depends on n and
+        n_threads only."""
+        if n_threads == 1 or n < self.many_blocks_min:
+            return n_threads
+        return <int>max(n_threads, min(
             BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld))
 
     def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
@@ -634,7 +632,7 @@ include "fb_epoch.pxi"
 
 def make_kernel(layer_sizes, int activation_code, int output_code, bint float32, int n_threads,
                 idx tile, idx blas_min, idx min_samples_per_thread, bint serial_blas,
-                idx gacc_min_out=8, wide=None, idx min_block=0):
+                idx gacc_min_out=8, wide=None, idx min_block=0, idx many_blocks_min=0):
     """Precompute the plan of one network and return its :class:`CythonKernel`.
 
     Parameters
@@ -664,6 +662,9 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     min_block : int
         Fewest samples a threaded call gives a block (a call's tiles shrink below ``tile`` to
         make blocks that small); 0: ``tile``.
+    many_blocks_min : int
+        Fewest samples of a threaded call cut into more blocks than threads (up to
+        ``BLOCKS_PER_THREAD`` each); a smaller call gets one block per thread.
     """
     cdef CythonKernel k = CythonKernel.__new__(CythonKernel)
     cdef int L = len(layer_sizes) - 1, l
@@ -724,6 +725,7 @@ def make_kernel(layer_sizes, int activation_code, int output_code, bint float32,
     k.tile = k.plan.ld
     k.min_samples_per_thread = min_samples_per_thread
     k.min_block = k.plan.ld if min_block < 1 else min(max(FB_LANES, min_block), k.plan.ld)
+    k.many_blocks_min = many_blocks_min
     k.blas_layers = tuple(blas)
     k.gacc_layers = tuple(l for l in range(L) if k.plan.gacc[l])
     k.arena = NULL

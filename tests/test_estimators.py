@@ -283,6 +283,28 @@ def test_bad_parameters(params, match):
         MLPClassifier(**params).fit(X, y)
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda e: e.set_params(alpha=-1.0), "alpha"),
+        (lambda e: setattr(e, "solver", "newton"), "solver"),
+        (lambda e: setattr(e, "n_threads", 1.5), "n_threads"),
+        (lambda e: e.hidden_layer_sizes.__setitem__(0, 0), "hidden_layer_sizes"),
+        (lambda e: setattr(e, "batch_size", np.array([3])), "batch_size"),
+    ],
+)
+def test_a_parameter_changed_after_a_fit_is_checked_again(change, match):
+    # the check of every parameter is skipped when none changed since it last passed (a tenth of
+    # a lab fit): a change of value, type or contents must still be refused, with a fit's error
+    X, y = _blobs(n=20)
+    est = MLPClassifier(hidden_layer_sizes=[4, 3], max_iter=5).fit(X, y)
+    change(est)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    ours = ["backend", "dtype", "n_threads"]
+    assert MLPClassifier._get_param_names() == sorted(SkMLPClassifier._get_param_names() + ours)
+
+
 def test_constructor_matches_sklearn():
     import inspect
 
