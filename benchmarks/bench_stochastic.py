@@ -24,12 +24,14 @@ scikit-learn (``impl``), the backends' ``ratio_to=["sklearn"]`` (the speed-up, i
 ``python benchmarks/bench_stochastic.py`` prints the table (interleaved fits, medians and the
 median of the per-round ratios); ``--quick`` fewer rounds; ``--cases seed4layer,digits`` some cases;
 ``--default-threads`` each library with its default threads instead of one (fastbp's
-``n_threads=None``: every core; scikit-learn's BLAS as installed).
+``n_threads=None``: every core; scikit-learn's BLAS as installed); ``--batch-bound`` the time of
+one 200-sample batch of ``medium`` and ``digits`` (see :func:`batch_bound`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 import warnings
@@ -116,6 +118,15 @@ def test_stochastic_fit(benchmark, case_name, solver, batch_size, impl):
                                 loss=float(est.loss_))
 
 
+def test_batch_bound(benchmark):
+    """The per-batch comparison runs (its timings are for ``--batch-bound``, not asserted)."""
+    benchmark.group = "batch bound"
+    times = benchmark.pedantic(batch_bound, args=("digits",), kwargs={"repeat": 5}, rounds=1, iterations=1)
+    assert set(times) == {*(f"fastbp {b} call" for b in BACKENDS), "NumPy products alone",
+                          *(f"scikit-learn {s}, per batch" for s in SOLVERS)}
+    assert all(t > 0 for t in times.values())
+
+
 def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1):
     """Interleaved whole fits (scikit-learn, then each backend with ``n_threads``, ``repeat``
     rounds).
@@ -139,12 +150,75 @@ def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1):
     return sk.n_iter_, {impl: float(np.median(t)) for impl, t in times.items()}, ratios
 
 
+def batch_bound(name, batch_size=200, repeat=3000):
+    """One thread, one batch of ``batch_size`` samples of case ``name``: each compiled backend's
+    kernel call (loss and gradient, activations included) against NumPy's time for the batch's
+    matrix products alone (forward ``A W``, backward ``Aᵀ δ`` and ``δ Wᵀ``, on OpenBLAS) and
+    scikit-learn's time per batch in a fit (its fit time over the batches it ran).
+
+    Returns ``{label: median seconds}``. What scikit-learn spends besides its products (NumPy
+    activations, loss, optimizer steps, Python) is what fastbp can save: a speed-up well above
+    sklearn / products would need the batch faster than BLAS multiplies its matrices.
+    """
+    X, y, hidden, activation = case_data(name)
+    Xb, yb = np.ascontiguousarray(X[:batch_size]), y[:batch_size]
+    n_out = 1 if np.unique(y).size == 2 else np.unique(y).size
+    sizes = [X.shape[1], *hidden, n_out]
+    output = "logistic" if n_out == 1 else "softmax"
+
+    def median(f):
+        f()
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    out = {}
+    with threadpool_limits(1):
+        for backend in BACKENDS:
+            net = fastbp.Network(sizes, activation=activation, output=output, backend=backend, n_threads=1)
+            objective, W = net.bind(Xb, yb), net.init_weights(random_state=0)
+            out[f"fastbp {backend} call"] = median(functools.partial(objective, W))
+        rng = np.random.default_rng(0)
+        Ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+        def products():  # the forward and backward products of one batch, nothing else
+            A = [Xb]
+            for Wl in Ws:
+                A.append(A[-1] @ Wl)
+            D = A[-1]
+            for layer in range(len(Ws) - 1, -1, -1):
+                A[layer].T @ D
+                if layer > 0:
+                    D = D @ Ws[layer].T
+
+        out["NumPy products alone"] = median(products)
+        for solver in SOLVERS:
+            sk = make_estimator("sklearn", name, solver, batch_size)
+            t = min(_time_fit(sk, X, y) for _ in range(3))
+            out[f"scikit-learn {solver}, per batch"] = t / (sk.n_iter_ * -(-X.shape[0] // batch_size))
+    return out
+
+
+def _time_fit(est, X, y):
+    t0 = time.perf_counter()
+    _fit(est, X, y)
+    return time.perf_counter() - t0
+
+
 def _ms(t):
     return f"{t * 1e3:.0f} ms" if t >= 0.1 else f"{t * 1e3:.1f} ms"
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--batch-bound" in argv:
+        for name in ("medium", "digits"):
+            for label, t in batch_bound(name).items():
+                print(f"{name}: {label}: {t * 1e6:.0f} us")
+        return
     repeat = 3 if "--quick" in argv else 7
     cases = BENCH_CASES
     if "--cases" in argv:
