@@ -38,6 +38,7 @@ import warnings
 
 import numpy as np
 import pytest
+from bench_estimators import _median_time
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from threadpoolctl import threadpool_limits
@@ -167,13 +168,8 @@ def batch_bound(name, batch_size=200, repeat=3000):
     output = "logistic" if n_out == 1 else "softmax"
 
     def median(f):
-        f()
-        ts = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts))
+        f()  # warm
+        return _median_time(f, repeat)
 
     out = {}
     with threadpool_limits(1):
