@@ -20,7 +20,7 @@ from numba import njit
 
 from .activations import activate, activate_rows, activation_derivative
 from .jit import _FAST, _JIT
-from .meta import H_ACT, H_GSIZE, H_L, H_NCOEF, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, OUT_BLOCK, PAD
+from .meta import H_ACT, H_GSIZE, H_L, H_NCOEF, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, OUT_BLOCK, PAD, layer_arrays
 from .output_layer import output_loss_delta, output_tile
 from .tile_products import _add_f64, grad_acc, mm_flat
 
@@ -61,11 +61,7 @@ def _chunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     n_params = meta[H_NPARAMS]
     zsize = meta[H_ZSIZE]
     gsize = meta[H_GSIZE]
-    n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     m = meta[SZ + L]
     ob = min(tile, OUT_BLOCK)
     Z = zd[:zsize]
@@ -144,11 +140,7 @@ def forward_units(Wc, X, meta, t0, tsx, ts, Z, n_layers):
     store). Shared by the gradient's, the R-operator's and the output Jacobian's kernels."""
     L = meta[H_L]
     act = meta[H_ACT]
-    n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     n0 = meta[SZ]
     one = np.int64(1)  # (an int64 variable, not a literal: see mm_flat)
     for s in range(tsx):
@@ -184,11 +176,7 @@ def _chunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     tile = meta[H_TILE]
     n_params = meta[H_NPARAMS]
     zsize = meta[H_ZSIZE]
-    n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     Z = zd[:zsize]  # z of every layer (z^0 = x, the last holds a^L)
     D = zd[zsize : 2 * zsize]  # δ of every layer
     one = np.int64(1)  # (an int64 variable, not a literal: see mm_flat)

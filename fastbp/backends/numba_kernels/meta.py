@@ -8,11 +8,23 @@ layer. A new architecture reuses the compiled code: only the dtype selects a spe
 """
 
 import numpy as np
+from numba import njit
+
+from .jit import _INLINE
 
 H_L, H_ACT, H_OUT, H_TILE, H_NPARAMS, H_NCOEF, H_ZSIZE, H_WSIZE, H_ROWS, H_GSIZE = range(10)
 HEADER = 16  # header slots; then sizes, zoff, coff, ioff, blas, each L + 1 long
 PAD = 16  # tiles are padded to a multiple of this many samples; tile sizes are multiples of it
 OUT_BLOCK = 256  # sample-major tiles evaluate the output layer over sub-tiles of this many samples
+
+
+@njit(**_INLINE)
+def layer_arrays(L):
+    """Where the per-layer arrays of a depth-``L`` network start in meta: ``(sizes, z offsets,
+    coefficient offsets, intercept offsets)``, each ``L + 1`` entries long (as :func:`make_meta`
+    lays them out)."""
+    n1 = L + 1
+    return HEADER, HEADER + n1, HEADER + 2 * n1, HEADER + 3 * n1
 
 
 def make_meta(sizes, coef_offsets, intercept_offsets, activation_code, output_code, tile, blas, rows=False):

@@ -53,7 +53,7 @@ from .activations import activate, activation_derivative
 from .backprop import _bias_rows, _grad_rows, forward_units
 from .curvature import apply_curvature, prepare_output
 from .jit import _JIT
-from .meta import H_ACT, H_GSIZE, H_L, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, PAD
+from .meta import H_ACT, H_GSIZE, H_L, H_NPARAMS, H_OUT, H_TILE, H_ZSIZE, HEADER, PAD, layer_arrays
 from .pool import _address
 from .rproducts import add_product, finish_rows, mm2_flat, sparse_backward, sparse_forward, split_backward
 from .tile_products import grad_acc, mm_flat
@@ -119,10 +119,7 @@ def _rchunk_units(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     P = meta[H_NPARAMS]
     zsize = meta[H_ZSIZE]
     n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     RB = rbase(L)
     exact = meta[RB + R_GN] != GN  # H V (EXACT or UPPER), else G V
     upper = meta[RB + R_GN] == UPPER
@@ -263,10 +260,7 @@ def _rchunk_rows(Wc, X, T, sw, meta, s_begin, s_end, zd, ws, g):
     zsize = meta[H_ZSIZE]
     gsize = meta[H_GSIZE]
     n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     RB = rbase(L)
     exact = meta[RB + R_GN] != GN  # H V (EXACT or UPPER), else G V
     upper = meta[RB + R_GN] == UPPER

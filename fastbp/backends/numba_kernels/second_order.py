@@ -28,7 +28,7 @@ from numba import njit
 from .backprop import forward_units
 from .fpenv import flush_begin, flush_end
 from .jit import _JIT
-from .meta import H_ACT, H_L, H_NCOEF, H_NPARAMS, H_TILE, H_ZSIZE, HEADER, PAD
+from .meta import H_ACT, H_L, H_NCOEF, H_NPARAMS, H_TILE, H_ZSIZE, PAD, layer_arrays
 from .pool import C_NOFLUSH, JOB_LEN, _address, _fill_job, _run_block, _run_job, _serve
 from .pool_threads import Pool, get_pool
 from .roperator import (
@@ -54,9 +54,7 @@ def _direction_flags(V, meta, rmeta):
     (coefficients and intercepts together: ZERO, DENSE or SPARSE), then its first nonzero layer."""
     L = meta[H_L]
     n1 = L + 1
-    SZ = HEADER
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, _, CO, IO = layer_arrays(L)
     FL = rbase(L) + R_FLAGS
     k = V.shape[0]
     for d in range(k):
@@ -219,11 +217,7 @@ def output_jacobian(W, X, meta, zd, Wc, row_scale, out):
     tile = meta[H_TILE]
     P = meta[H_NPARAMS]
     zsize = meta[H_ZSIZE]
-    n1 = L + 1
-    SZ = HEADER
-    ZO = HEADER + n1
-    CO = HEADER + 2 * n1
-    IO = HEADER + 3 * n1
+    SZ, ZO, CO, IO = layer_arrays(L)
     DO = zsize
     n, n0 = X.shape
     m = meta[SZ + L]
