@@ -9,9 +9,9 @@ results (values below the smallest normal number only) and what it does not.
 
 import numpy as np
 import pytest
+from flush_checks import check_flush_changes_only_below_tiny
 
 import fastbp
-from fastbp.cases import CASES, make_case_data
 
 pytestmark = pytest.mark.skipif(
     "cython" not in fastbp.available_backends(), reason="the cython extension is not built here"
@@ -74,24 +74,7 @@ def test_subnormal_inputs_are_zero_in_a_call(ck, n_threads):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case_name", ["seed4layer", "multiclass", "medium"])
 def test_flushing_changes_only_what_lies_below_the_smallest_normal(ck, case_name, dtype):
-    case = CASES[case_name]
-    X, y = make_case_data(case, n_samples=600)
-    net = case.network(backend="cython", dtype=dtype, n_threads=2)
-    f = net.bind(X, y)
-    W0 = net.init_weights(random_state=0)
-    tiny = np.finfo(dtype).tiny
-    for scale in (1, 10, 1000):  # unsaturated, then saturated (subnormal deltas and products)
-        W = W0 * scale
-        on = f(W)
-        ck.set_flush_subnormals(False)
-        off = f(W)
-        ck.set_flush_subnormals(True)
-        if scale == 1:  # nothing comes near the smallest normal: the very same bits
-            assert on[0] == off[0] and np.array_equal(on[1], off[1])
-        # every difference is a sum of dropped terms below `tiny`, times weights and 1/n
-        assert abs(on[0] - off[0]) <= 1e-12 * abs(off[0]) + 1e6 * tiny
-        assert np.max(np.abs(on[1] - off[1])) <= 1e6 * tiny
-        assert f(W)[0] == on[0] and np.array_equal(f(W)[1], on[1])  # deterministic
+    check_flush_changes_only_below_tiny("cython", ck.set_flush_subnormals, case_name, dtype)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

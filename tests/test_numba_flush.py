@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 from availability import unavailable_reason
+from flush_checks import check_flush_changes_only_below_tiny
 from numba import njit
 
 import fastbp
-from fastbp.cases import CASES, make_case_data
 
 pytest.importorskip("numba")
 if "numba" not in fastbp.available_backends():  # pragma: no cover - numba installed but broken
@@ -152,25 +152,7 @@ def test_a_scalar_result_is_computed_before_the_mode_is_put_back(flush_on):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case_name", ["seed4layer", "multiclass", "medium"])
 def test_flushing_changes_only_what_lies_below_the_smallest_normal(flush_on, case_name, dtype):
-    case = CASES[case_name]
-    X, y = make_case_data(case, n_samples=600)
-    net = case.network(backend="numba", dtype=dtype, n_threads=2)
-    f = net.bind(X, y)
-    W0 = net.init_weights(random_state=0)
-    tiny = np.finfo(dtype).tiny
-    for scale in (1, 10, 1000):  # unsaturated, then saturated (subnormal deltas and products)
-        W = W0 * scale
-        on = f(W)
-        P.set_flush_subnormals(False)
-        off = f(W)
-        P.set_flush_subnormals(True)
-        if scale == 1:  # nothing comes near the smallest normal: the very same bits
-            assert on[0] == off[0] and np.array_equal(on[1], off[1])
-        # every difference is a sum of dropped terms below `tiny`, times weights and 1/n
-        assert abs(on[0] - off[0]) <= 1e-12 * abs(off[0]) + 1e6 * tiny
-        assert np.max(np.abs(on[1] - off[1])) <= 1e6 * tiny
-        again = f(W)
-        assert again[0] == on[0] and np.array_equal(again[1], on[1])  # deterministic
+    check_flush_changes_only_below_tiny("numba", P.set_flush_subnormals, case_name, dtype)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
