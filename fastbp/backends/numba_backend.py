@@ -128,6 +128,15 @@ def _aligned_zeros(shape, dtype, align=64):
     return raw[start : start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
+def _claim(pool, n_slots):
+    """``(pool, n_slots, ctl)`` for a call on up to ``n_slots`` threads: the pool (to release after
+    the call) with its control array when it could be acquired, else ``None``, one slot and the
+    serial control array (a single-slot call, or another thread's job holds the pool: run serially)."""
+    if n_slots > 1 and pool.acquire(n_slots):
+        return pool, n_slots, pool.ctl
+    return None, 1, _CTL_NONE
+
+
 def _readonly(a):
     """A read-only view (no copy), so the compiled code sees one array type whatever the caller's
     flags: Numba specializes on writability."""
@@ -232,15 +241,10 @@ class NumbaKernel:
             blas_threads.hold()  # every gemm on the kernel's threads, in its flush mode
         try:
             zd, ws, gbuf, wc, job = self._scratch if locked else self._allocate()
-            n_slots = min(self.n_threads, n_blocks)
-            pool = None
-            if n_slots > 1:
-                pool = self._pool
-                if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
-                    pool, n_slots = None, 1
+            pool, n_slots, ctl = _claim(self._pool, min(self.n_threads, n_blocks))
             try:
                 loss, grad = run(W, X, T, sw, self.meta, zd, ws, gbuf, wc, float(scale), float(l2),
-                                 n_blocks, n_slots, _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
+                                 n_blocks, n_slots, ctl, job, 0, self._rows)
             finally:
                 if pool is not None:
                     pool.release()
@@ -293,16 +297,10 @@ class NumbaKernel:
         try:
             zd, ws, job = st.scratch if locked else st.allocate()
             Wc, rmeta, gbuf = st.buffers(k, n_blocks, split, reuse=locked)
-            n_slots = 1 if self.uses_blas else min(self.n_threads, n_blocks)
-            pool = None
-            if n_slots > 1:
-                pool = st.pool
-                if not pool.acquire(n_slots):
-                    pool, n_slots = None, 1
+            pool, n_slots, ctl = _claim(st.pool, 1 if self.uses_blas else min(self.n_threads, n_blocks))
             try:
                 out = run_curvature(W, V, X, T, sw, st.meta, rmeta, zd, ws, gbuf, Wc, float(scale), float(l2),
-                                    product, n_blocks, split, n_slots,
-                                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)[1]
+                                    product, n_blocks, split, n_slots, ctl, job, 0, self._rows)[1]
             finally:
                 if pool is not None:
                     pool.release()
@@ -418,17 +416,12 @@ class NumbaKernel:
             if not locked:  # a concurrent epoch on this kernel: its own batch buffers too
                 Xb, Tb, swb = Xb.copy(), Tb.copy(), swb.copy()
             # (a BLAS network's blocks run on this thread: the epoch pool serves unit-major ones)
-            n_slots = 1 if self.uses_blas else min(self.n_threads, max(blocks_full, blocks_last))
-            pool = None
-            if n_slots > 1:
-                pool = self._epoch_pool
-                if not pool.acquire(n_slots):  # another thread's job has the pool: run serially
-                    pool, n_slots = None, 1
+            pool, n_slots, ctl = _claim(
+                self._epoch_pool, 1 if self.uses_blas else min(self.n_threads, max(blocks_full, blocks_last)))
             try:
                 total, t, rate = _run_epoch(
                     W, X, T, sw, order, batch_size, float(alpha), kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
-                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots,
-                    _CTL_NONE if pool is None else pool.ctl, job, 0, self._rows)
+                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots, ctl, job, 0, self._rows)
             finally:
                 if pool is not None:
                     pool.release()
