@@ -104,7 +104,7 @@ except ImportError:  # pragma: no cover
 from . import backends
 from ._progress import LBFGSProgress
 from ._validation import _cast_finite, check_sample_weight, check_targets
-from .backends.stochastic import epoch_function
+from .backends.stochastic import epoch_runner
 from .layout import DTYPES
 from .network import Network
 from .optimizers import AdamOptimizer, SGDOptimizer, as_flat
@@ -459,9 +459,9 @@ class _FastbpMixin:
 
         kernel = net._kernel_for(batch_size)
         self.backend_ = backends.choose(layout, batch_size) if self.backend == "auto" else self.backend
-        run_epoch = epoch_function(kernel)  # the kernel's compiled epoch where it has one
         order = sample_idx if self.shuffle else None
-        alpha = float(self.alpha)
+        # the kernel's compiled epoch where it has one, its arguments checked once for the fit
+        run_epoch = epoch_runner(kernel, W, X_fit, T_fit, sw_train, order, batch_size, float(self.alpha), optimizer)
 
         try:
             with self._blas_limit(net):
@@ -469,7 +469,7 @@ class _FastbpMixin:
                 for _ in range(self.max_iter):
                     if order is not None:
                         _shuffle_in_place(order, self._random_state)
-                    accumulated_loss = run_epoch(W, X_fit, T_fit, sw_train, order, batch_size, alpha, optimizer)
+                    accumulated_loss = run_epoch()
                     self.n_iter_ += 1
                     self.loss_ = accumulated_loss / n_samples
                     self.t_ += n_samples

@@ -242,6 +242,60 @@ def test_numpy_backend_uses_the_reference_epoch(problem, monkeypatch):
     assert calls == [16, 16, 16]
 
 
+# ------------------------------------------------------------------------------ the runner
+@pytest.mark.parametrize("backend", ["numba", "cython", "numpy"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-nesterov"])
+def test_an_epoch_runner_runs_the_epochs_run_epoch_would(problem, backend, optimizer):
+    """``stochastic.epoch_runner`` (the numba kernel's own, checking its arrays once; the others'
+    run_epoch or the reference on fixed arguments): each call one epoch, to the bit as a
+    ``run_epoch`` call at that moment, with the order shuffled in place between epochs (as the
+    estimators do), a read-only view of it, and the SGD rate changed between epochs (as
+    ``learning_rate="invscaling"`` does)."""
+    _require(backend)
+    net, kernel, X, T, sw, W0 = _setup(problem, backend, "softmax", weights="uniform")
+    epoch = stochastic.epoch_function(kernel)
+    rng_a, rng_b = np.random.default_rng(4), np.random.default_rng(4)
+    for view in (False, True):
+        make = OPTIMIZERS[optimizer]
+        opt_a, opt_b, opt_r = make(_params(net, W0)), make(_params(net, W0)), make(_params(net, W0))
+        W_a, W_b, W_r = W0.copy(), W0.copy(), W0.copy()
+        order_a, order_b = np.arange(23, dtype=np.int64), np.arange(23, dtype=np.int64)
+        shown = order_b[:]
+        if view:
+            shown.flags.writeable = False  # the runner must read the base's new contents
+        run = stochastic.epoch_runner(kernel, W_b, X, T, sw, shown, 7, 0.1, opt_b)
+        for e in range(3):
+            rng_a.shuffle(order_a)
+            rng_b.shuffle(order_b)
+            if optimizer != "adam":
+                opt_a.learning_rate = opt_b.learning_rate = opt_r.learning_rate = 0.05 / (e + 1)
+            total_a = epoch(W_a, X, T, sw, order_a, 7, 0.1, opt_a)
+            total_b = run()
+            assert total_b == total_a
+            np.testing.assert_array_equal(W_b, W_a)
+            stochastic.reference_epoch(kernel, W_r, X, T, sw, order_a, 7, 0.1, opt_r)
+            _assert_close(W_b, W_r, RTOL[np.float64])  # (and both are the epochs asked for)
+        state_a, state_b = _state(opt_a), _state(opt_b)
+        for a, b in zip(state_a[0], state_b[0]):
+            np.testing.assert_array_equal(b, a)
+        assert state_b[1:] == state_a[1:]
+        assert not np.array_equal(W_b, W0)
+
+
+def test_numba_epoch_runner_checks_its_arrays_once(problem):
+    """The numba runner refuses what run_epoch refuses, when it is made."""
+    _require("numba")
+    net, kernel, X, T, sw, W0 = _setup(problem, "numba", "logistic")
+    opt = OPTIMIZERS["adam"](_params(net, W0))
+    for args, word in [((W0.astype(np.float32), X, T, None, None, 7, 0.1, opt), "W"),
+                       ((W0.copy(), X[:, :2].copy(), T, None, None, 7, 0.1, opt), "X"),
+                       ((W0.copy(), X, T, None, np.arange(22), 7, 0.1, opt), "order"),
+                       ((W0.copy(), X, T, None, None, 0, 0.1, opt), "batch_size")]:
+        with pytest.raises(ValueError, match=word):
+            kernel.epoch_runner(*args)
+    assert opt.t == 0 and not opt.m.any()
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input_is_refused_and_changes_nothing(problem, compiled_backend):
     net, kernel, X, T, sw, W0 = _setup(problem, compiled_backend, "logistic")

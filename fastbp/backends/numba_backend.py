@@ -33,6 +33,7 @@ the cores.
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 
@@ -357,27 +358,42 @@ class NumbaKernel:
 
     def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
         """One epoch of minibatch training in one compiled call (:func:`.numba_kernels.epoch.run_epoch`);
-        the protocol is in :mod:`fastbp.backends`. The arrays are checked (cheaply: this runs once
-        an epoch, and the lab's epochs are one batch of tens of microseconds)."""
+        the protocol is in :mod:`fastbp.backends`. The arrays are checked on every call (about
+        3 µs): :meth:`epoch_runner` checks them once for all the epochs of a fit."""
+        checked = self._epoch_checked(W, X, T, sample_weight, order, batch_size, optimizer)
+        return self._epoch(checked, float(alpha), optimizer)
+
+    def epoch_runner(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+        """:meth:`run_epoch` on these arguments as ``run() -> float``, the arrays checked once.
+
+        Each ``run()`` is one epoch, as ``run_epoch`` with the same arguments would run it at
+        that moment: it reads ``order``'s contents (an estimator shuffles it in place between
+        epochs), ``W`` and the optimizer's state, learning rate and step count as they are then.
+        The arrays themselves must stay the same objects, unchanged in shape and dtype, for the
+        runner's life. A lab network's epoch is about 20 µs, of which the checks were 3.
+        """
+        checked = self._epoch_checked(W, X, T, sample_weight, order, batch_size, optimizer)
+        alpha = float(alpha)
+        return functools.partial(self._epoch, checked, alpha, optimizer)
+
+    def _epoch_checked(self, W, X, T, sample_weight, order, batch_size, optimizer):
+        """run_epoch's arrays checked (a wrong one would be a wild memory access in compiled
+        code) and made read-only where the compiled epoch takes them so, with the batch plan."""
         dt = self._dtype
         n = X.shape[0]
         weighted = sample_weight is not None
         plan = self._batches.get((n, batch_size, weighted))
         if plan is None:
             plan = self._batch_plan(n, batch_size, weighted)
-        blocks_full, blocks_last, Xb, Tb, swb, x_shape, t_shape, n_shape = plan
+        x_shape, t_shape, n_shape = plan[5:]
         f = W.flags
         if not (W.dtype == dt and W.shape == self._w_shape and f.c_contiguous and f.writeable):
             raise ValueError(f"W must be a writable C-contiguous {dt} vector of length {self._w_shape[0]}")
         if optimizer.kind == "adam":
             kind, S1, S2 = ADAM, optimizer.m, optimizer.v
-            lr, mu, nesterov, t = float(optimizer.learning_rate_init), 0.0, False, int(optimizer.t)
-            b1, b2, eps = float(optimizer.beta_1), float(optimizer.beta_2), float(optimizer.epsilon)
         else:
             kind, S1 = SGD, optimizer.velocity
             S2 = S1
-            lr, mu, nesterov, t = float(optimizer.learning_rate), float(optimizer.momentum), bool(optimizer.nesterov), 0
-            b1 = b2 = eps = 0.0
         for S in (S1, S2):
             f = S.flags
             if not (S.dtype == dt and S.shape == self._w_shape and f.c_contiguous and f.writeable):
@@ -397,17 +413,31 @@ class NumbaKernel:
             sw = _readonly(sample_weight) if f.writeable else sample_weight
         else:
             sw = _EMPTY
+        copy_order = False
         if order is None:
             order = _NO_ORDER
         else:
             f = order.flags
             if not (order.dtype == _INT64 and order.shape == n_shape and f.c_contiguous):
                 raise ValueError(f"order must be None or a C-contiguous int64 array of shape {n_shape}")
-            if not f.writeable:
-                order = order.copy()
+            copy_order = not f.writeable  # (a writable copy: the compiled epoch's one specialization)
         if self._announce_epoch:
             self._announce_epoch = False
             _announce_compile(dt, self.uses_blas, "epoch")
+        return W, X, T, sw, order, copy_order, int(batch_size), kind, S1, S2, plan
+
+    def _epoch(self, checked, alpha, optimizer):
+        """One epoch on checked arguments (see :meth:`_epoch_checked`)."""
+        W, X, T, sw, order, copy_order, batch_size, kind, S1, S2, plan = checked
+        blocks_full, blocks_last, Xb, Tb, swb = plan[:5]
+        if copy_order:
+            order = order.copy()
+        if kind == ADAM:
+            lr, mu, nesterov, t = float(optimizer.learning_rate_init), 0.0, False, int(optimizer.t)
+            b1, b2, eps = float(optimizer.beta_1), float(optimizer.beta_2), float(optimizer.epsilon)
+        else:
+            lr, mu, nesterov, t = float(optimizer.learning_rate), float(optimizer.momentum), bool(optimizer.nesterov), 0
+            b1 = b2 = eps = 0.0
         locked = self._lock.acquire(blocking=False)
         if self.uses_blas:
             blas_threads.hold()  # the blocks' gemms on this thread, in the epoch's flush mode
@@ -420,7 +450,7 @@ class NumbaKernel:
                 self._epoch_pool, 1 if self.uses_blas else min(self.n_threads, max(blocks_full, blocks_last)))
             try:
                 total, t, rate = _run_epoch(
-                    W, X, T, sw, order, batch_size, float(alpha), kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
+                    W, X, T, sw, order, batch_size, alpha, kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
                     self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots, ctl, job, 0, self._rows)
             finally:
                 if pool is not None:

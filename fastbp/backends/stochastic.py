@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["run_epoch", "epoch_function", "reference_epoch", "batch_penalty"]
+__all__ = ["run_epoch", "epoch_function", "epoch_runner", "reference_epoch", "batch_penalty"]
 
 
 def batch_penalty(alpha, batch_weight):
@@ -59,6 +59,20 @@ def epoch_function(kernel):
     if own is not None:
         return own
     return functools.partial(reference_epoch, kernel)
+
+
+def epoch_runner(kernel, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
+    """The epochs of one fit as ``run() -> float``: each call one epoch, as
+    ``run_epoch(kernel, W, X, T, sample_weight, order, batch_size, alpha, optimizer)`` would run
+    it then (with ``order``'s contents, ``W`` and the optimizer's state as they are at the call).
+
+    A kernel with ``epoch_runner`` (the numba one) checks the arrays once here instead of once an
+    epoch; other kernels get their ``run_epoch`` (or the reference) on these arguments. The arrays
+    must stay the same objects for the runner's life; ``order`` may be shuffled in place."""
+    own = getattr(kernel, "epoch_runner", None)
+    if own is not None:
+        return own(W, X, T, sample_weight, order, batch_size, alpha, optimizer)
+    return functools.partial(epoch_function(kernel), W, X, T, sample_weight, order, batch_size, alpha, optimizer)
 
 
 def run_epoch(kernel, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
