@@ -3,6 +3,7 @@ own lbfgs fits (the outside oracle), and the few features beyond it. The stochas
 with scikit-learn is in test_stochastic_parity.py, scikit-learn's own suite in
 test_sklearn_mlp_suite.py."""
 
+import re
 import warnings
 
 import numpy as np
@@ -464,3 +465,62 @@ def test_direct_label_binarizing_equals_scikit_learns(dtype, n_classes):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     np.testing.assert_array_equal(ours._label_binarizer.inverse_transform(Y1.astype(float)), y)
+
+
+@pytest.mark.parametrize("case", ["plain", "float32", "fortran", "view", "nan", "inf", "assume-finite-nan",
+                                  "list", "float16", "1-d", "short-y", "no-columns", "refit-after-names"])
+def test_the_plain_input_shortcut_equals_scikit_learns_validation(case, monkeypatch):
+    """The classifier takes a plain finite float64/float32 matrix as scikit-learn's validate_data
+    would (a fit's fixed cost) and sends everything else through it: the same X, n_features_in_,
+    feature_names_in_ and errors as scikit-learn's _validate_input, case by case; the shortcut is
+    taken exactly for the plain cases."""
+    import sklearn
+
+    from fastbp import estimators
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 4))
+    y = np.arange(30) % 3
+    plain = case in ("plain", "float32", "fortran", "view", "refit-after-names", "assume-finite-nan")
+    if case == "float32":
+        X = X.astype(np.float32)
+    elif case == "fortran":
+        X = np.asfortranarray(X)
+    elif case == "view":
+        X = np.vstack([X, X])[::2]
+    elif case in ("nan", "assume-finite-nan"):
+        X[3, 1] = np.nan
+    elif case == "inf":
+        X[0, 0] = np.inf
+    elif case == "list":
+        X = X.tolist()
+    elif case == "float16":
+        X = X.astype(np.float16)
+    elif case == "1-d":
+        X = X[:, 0]
+    elif case == "short-y":
+        y = y[:-1]
+    elif case == "no-columns":
+        X = X[:, :0]
+    ours, theirs = MLPClassifier((4,)), MLPClassifier((4,))
+    if case == "refit-after-names":  # a name recorded by an earlier validation is forgotten
+        ours.feature_names_in_ = theirs.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)
+    called = []
+    real = estimators.validate_data
+    monkeypatch.setattr(estimators, "validate_data", lambda *a, **k: called.append(1) or real(*a, **k))
+    with sklearn.config_context(assume_finite=case == "assume-finite-nan"):
+        try:
+            X2, Y2 = SkMLPClassifier._validate_input(theirs, X, y, False, True)
+        except ValueError as e:
+            with pytest.raises(ValueError, match=re.escape(str(e))):
+                ours._validate_input(X, y, False, True)
+            assert called == [1]
+            return
+        X1, Y1 = ours._validate_input(X, y, False, True)
+    assert called == ([] if plain else [1])
+    assert (X1 is X) == (X2 is X)
+    assert X1.dtype == X2.dtype and X1.flags.c_contiguous == X2.flags.c_contiguous
+    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(Y1, Y2)
+    assert ours.n_features_in_ == theirs.n_features_in_
+    assert hasattr(ours, "feature_names_in_") == hasattr(theirs, "feature_names_in_")
