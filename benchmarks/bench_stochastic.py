@@ -24,7 +24,9 @@ scikit-learn (``impl``), the backends' ``ratio_to=["sklearn"]`` (the speed-up, i
 ``python benchmarks/bench_stochastic.py`` prints the table (interleaved fits, medians and the
 median of the per-round ratios); ``--quick`` fewer rounds; ``--cases seed4layer,digits`` some cases;
 ``--default-threads`` each library with its default threads instead of one (fastbp's
-``n_threads=None``: every core; scikit-learn's BLAS as installed); ``--batch-bound`` the time of
+``n_threads=None``: every core; scikit-learn's BLAS as installed), scikit-learn also timed held to
+one BLAS thread and each speed-up taken against the faster of the two (its BLAS threads slow
+scikit-learn's small products down on some problems); ``--batch-bound`` the time of
 one 200-sample batch of ``medium`` and ``digits`` (see :func:`batch_bound`).
 """
 
@@ -128,25 +130,35 @@ def test_batch_bound(benchmark):
     assert all(t > 0 for t in times.values())
 
 
-def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1):
+#: scikit-learn held to one BLAS thread, timed beside its default in ``--default-threads`` runs
+SKLEARN_ONE = "sklearn, 1 BLAS thread"
+
+
+def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1, sklearn_one_thread=False):
     """Interleaved whole fits (scikit-learn, then each backend with ``n_threads``, ``repeat``
-    rounds).
+    rounds). With ``sklearn_one_thread`` scikit-learn is also timed held to one BLAS thread
+    (``SKLEARN_ONE``), and each round's speed-ups are taken against the faster of its two fits.
 
     Returns ``(epochs, {impl: median seconds}, {backend: median of the per-round ratios})``.
     """
     X, y, *_ = case_data(name)
     ests = {impl: make_estimator(impl, name, solver, batch_size, n_threads=n_threads) for impl in ("sklearn", *impls)}
+    if sklearn_one_thread:
+        ests[SKLEARN_ONE] = make_estimator("sklearn", name, solver, batch_size)
     sk = _fit(ests["sklearn"], X, y)
     for impl in impls:
         check_same_path(_fit(ests[impl], X, y), sk)
     times = {impl: [] for impl in ests}
     for _ in range(repeat):
         for impl, est in ests.items():
-            time.sleep(SETTLE_S)  # the previous fit's BLAS or pool threads stop spinning first
-            t0 = time.perf_counter()
-            _fit(est, X, y)
-            times[impl].append(time.perf_counter() - t0)
+            with threadpool_limits(1) if impl == SKLEARN_ONE else contextlib.nullcontext():
+                time.sleep(SETTLE_S)  # the previous fit's BLAS or pool threads stop spinning first
+                t0 = time.perf_counter()
+                _fit(est, X, y)
+                times[impl].append(time.perf_counter() - t0)
     sk_t = np.array(times["sklearn"])
+    if sklearn_one_thread:
+        sk_t = np.minimum(sk_t, times[SKLEARN_ONE])
     ratios = {impl: float(np.median(sk_t / np.array(times[impl]))) for impl in impls}
     return sk.n_iter_, {impl: float(np.median(t)) for impl, t in times.items()}, ratios
 
@@ -226,17 +238,22 @@ def main(argv=None):
                else "n_threads=1, BLAS 1 thread")
     print(f"fastbp {fastbp.__version__}, backends {BACKENDS}, {threads}; "
           f"scikit-learn's defaults; medians of {repeat} interleaved fits\n")
+    if default_threads:
+        print("speed-up: against the faster of scikit-learn's two fits of each round, with its BLAS's\n"
+              "default threads and held to one\n")
     head = " | ".join(f"fastbp {b} | speed-up" for b in BACKENDS)
-    print(f"| case | solver | batch | epochs | scikit-learn | {head} |")
-    print("|---|---|---:|---:|---:|" + "---:|---:|" * len(BACKENDS))
+    sk_head = "scikit-learn | scikit-learn, 1 BLAS thread" if default_threads else "scikit-learn"
+    print(f"| case | solver | batch | epochs | {sk_head} | {head} |")
+    print("|---|---|---:|---:|---:|" + "---:|" * default_threads + "---:|---:|" * len(BACKENDS))
     with contextlib.nullcontext() if default_threads else threadpool_limits(1):
         for name in cases:
             for solver in SOLVERS:
                 for batch_size in BATCH_SIZES:
-                    epochs, t, r = profile(name, solver, batch_size, repeat, n_threads=None if default_threads else 1)
+                    epochs, t, r = profile(name, solver, batch_size, repeat, n_threads=None if default_threads else 1,
+                                           sklearn_one_thread=default_threads)
+                    sk_cells = _ms(t["sklearn"]) + (f" | {_ms(t[SKLEARN_ONE])}" if default_threads else "")
                     cells = " | ".join(f"{_ms(t[b])} | {r[b]:.1f}x" for b in BACKENDS)
-                    print(f"| {name} | {solver} | {batch_size} | {epochs} | {_ms(t['sklearn'])} | {cells} |",
-                          flush=True)
+                    print(f"| {name} | {solver} | {batch_size} | {epochs} | {sk_cells} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ are tested against it.
     and the step rounds as NumPy's does, so their weights and optimizer state equal the
     reference's to the bit (on x86-64, float64 and float32; to round-off where a compiler fuses
     multiply-adds), and the returned loss to round-off (its L2 sum is vectorized).
+``kernel.epoch_runner(W, X, T, sample_weight, order, batch_size, alpha, optimizer) -> run`` (optional)
+    ``run_epoch`` on these arguments with the arrays checked once: each ``run()`` runs one
+    epoch as ``run_epoch`` would at that moment (``order``'s contents, ``W``, the optimizer's
+    state and rates as they are then); the arrays stay the same objects for the runner's life.
+    The estimators make one per fit (:func:`fastbp.backends.stochastic.epoch_runner`; kernels
+    without it get their ``run_epoch`` on fixed arguments). The numba kernel has one: its checks
+    in Python were a seventh of a lab network's epoch.
 
 Adding a backend is one module and one :func:`register` line below; nothing else branches on
 backend names.
