@@ -134,6 +134,18 @@ def test_batch_bound(benchmark):
 SKLEARN_ONE = "sklearn, 1 BLAS thread"
 
 
+def test_default_threads_profile_takes_the_faster_scikit_learn(benchmark):
+    """``--default-threads`` times scikit-learn twice a round (its default BLAS threads, and one)
+    and takes each backend's speed-up against the faster of the two (one round here: the ratio
+    is that of the round's times)."""
+    benchmark.group = "default threads profile"
+    epochs, t, r = benchmark.pedantic(profile, args=("seed4layer", "adam", 200, 1), kwargs={"sklearn_one_thread": True},
+                                      rounds=1, iterations=1)
+    assert set(t) == {"sklearn", SKLEARN_ONE, *BACKENDS} and set(r) == set(BACKENDS) and epochs > 0
+    for b in BACKENDS:
+        assert r[b] == min(t["sklearn"], t[SKLEARN_ONE]) / t[b]
+
+
 def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1, sklearn_one_thread=False):
     """Interleaved whole fits (scikit-learn, then each backend with ``n_threads``, ``repeat``
     rounds). With ``sklearn_one_thread`` scikit-learn is also timed held to one BLAS thread

@@ -207,6 +207,37 @@ def test_numba_epoch_workers_run_blocks(problem):
     assert int(pool.ctl[K.C_WORKER_BLOCKS]) > before
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else os.cpu_count() < 2,
+                    reason="a worker needs a second core to take blocks in time")
+def test_numba_small_epochs_stay_on_the_calling_thread(problem):
+    """An epoch below MIN_PARALLEL_EPOCH_WORK (the lab's seed4layer: 200 samples, one batch) runs
+    its batches' blocks, still two, on the calling thread: waking the workers each epoch cost
+    more than they saved. The blocks are those of a kernel call, so the result is unchanged."""
+    _require("numba")
+    from fastbp.backends import numba_backend
+    from fastbp.backends.numba_kernels import pool as K
+    from fastbp.backends.numba_kernels import pool_threads as P
+    from fastbp.cases import CASES, make_case_data
+
+    case = CASES["seed4layer"]
+    X, y = make_case_data(case)
+    net = fastbp.Network(list(case.layer_sizes), activation=case.activation, output=case.output,
+                         backend="numba", n_threads=2)
+    kernel = net._kernel_for(200)
+    assert kernel.n_blocks(200) == 2
+    assert X.shape[0] * kernel._work_per_sample < numba_backend.MIN_PARALLEL_EPOCH_WORK
+    X, T = np.ascontiguousarray(X), (y > 0).astype(np.float64)[:, None]
+    pool = P.get_pool(np.float64, P.EpochPool)
+    W0 = net.init_weights(random_state=0)
+    opt = AdamOptimizer(_params(net, W0), 0.01)
+    W = W0.copy()
+    before = int(pool.ctl[K.C_WORKER_BLOCKS])
+    for _ in range(300):
+        kernel.run_epoch(W, X, T, None, None, 200, 1e-3, opt)
+    assert int(pool.ctl[K.C_WORKER_BLOCKS]) == before
+    _compare(kernel, net, W0, X, T, None, [None, None], 200, "adam", np.float64)
+
+
 # ------------------------------------------------------------------------------ the estimators
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 def test_estimators_use_the_compiled_epoch(problem, compiled_backend, solver, monkeypatch):

@@ -56,6 +56,12 @@ BLAS_MIN_COEFS = 128 * 128
 #: ``BLOCKS_PER_THREAD`` blocks instead of one (a thread slowed by a competitor for its core then
 #: just runs fewer of them; below that, each extra block costs a tile's fixed overhead).
 MIN_PARALLEL_WORK = 40_000
+#: Least work of a whole epoch (samples × that per-sample work) run on the epoch pool's threads: a
+#: smaller epoch runs its batches' blocks (the same blocks, so the same bits) on the calling
+#: thread. Each epoch call wakes the pool's workers, which sleep between epochs; the lab's
+#: seed4layer (200 samples, one batch an epoch: ~100 000) took 23 µs an epoch so against 21 on
+#: one thread, while multiclass (400 samples, two batches) gains from the second thread.
+MIN_PARALLEL_EPOCH_WORK = 200_000
 MIN_BLOCK_SAMPLES = 32
 #: Least samples a block of a BLAS network: its gemms keep BLAS speed (as the Cython kernel's).
 MIN_BLAS_BLOCK_SAMPLES = 128
@@ -430,6 +436,7 @@ class NumbaKernel:
         """One epoch on checked arguments (see :meth:`_epoch_checked`)."""
         W, X, T, sw, order, copy_order, batch_size, kind, S1, S2, plan = checked
         blocks_full, blocks_last, Xb, Tb, swb = plan[:5]
+        serial = X.shape[0] * self._work_per_sample < MIN_PARALLEL_EPOCH_WORK
         if copy_order:
             order = order.copy()
         if kind == ADAM:
@@ -447,7 +454,7 @@ class NumbaKernel:
                 Xb, Tb, swb = Xb.copy(), Tb.copy(), swb.copy()
             # (a BLAS network's blocks run on this thread: the epoch pool serves unit-major ones)
             pool, n_slots, ctl = _claim(
-                self._epoch_pool, 1 if self.uses_blas else min(self.n_threads, max(blocks_full, blocks_last)))
+                self._epoch_pool, 1 if self.uses_blas or serial else min(self.n_threads, max(blocks_full, blocks_last)))
             try:
                 total, t, rate = _run_epoch(
                     W, X, T, sw, order, batch_size, alpha, kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
