@@ -52,6 +52,10 @@ cdef extern from "fb_simd.h" nogil:
                         double *db, idx nsp, idx ld)
     void fb_grad_tile_f(const float *Z, idx n_in, const float *D, idx n_out, double *dW,
                         double *db, idx nsp, idx ld)
+    void fb_grad_d(int wide, const double *Z, idx n_in, const double *D, idx n_out, double *dW,
+                   double *db, idx nsp, idx ld)
+    void fb_grad_f(int wide, const float *Z, idx n_in, const float *D, idx n_out, double *dW,
+                   double *db, idx nsp, idx ld)
     void fb_bias_grad_tile_d(const double *D, idx n_out, double *db, idx nsp, idx ld)
     void fb_bias_grad_tile_f(const float *D, idx n_out, double *db, idx nsp, idx ld)
     void fb_activate_d(int act, double *A, idx n, idx nsp, idx ld)
@@ -307,9 +311,9 @@ cdef double _block(const Plan *p, const floating *W, const floating *X, const fl
                     fb_gacc_f(p.wide, Z, n_in, DT, p.npad[l], G + p.gacc_off[l], nsp, ld)
             else:
                 if floating is double:
-                    fb_grad_tile_d(Z, n_in, D, n_out, gW, gb, nsp, ld)
+                    fb_grad_d(p.wide, Z, n_in, D, n_out, gW, gb, nsp, ld)
                 else:
-                    fb_grad_tile_f(Z, n_in, D, n_out, gW, gb, nsp, ld)
+                    fb_grad_f(p.wide, Z, n_in, D, n_out, gW, gb, nsp, ld)
             if l > 0:
                 Dp = dbuf + p.dbuf_off[l]
                 if p.blas[l]:  # Dp (ld x n_in) = D (ld x n_out) W^T^T

@@ -560,6 +560,20 @@ FB_INLINE void fb_tr8(const double *in, fb_idx is, double *out, fb_idx os, doubl
     fb_st_d(acc, ((((((((fb_ld_d(acc) + o0) + o1) + o2) + o3) + o4) + o5) + o6) + o7));
 }
 
+/* the lane sums of v0 ... v7 as one vector, lane k holding v_k's, each summed as
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): seven shuffle pairs for eight sums */
+FB_INLINE fb_vd fb_hsum8(fb_vd v0, fb_vd v1, fb_vd v2, fb_vd v3, fb_vd v4, fb_vd v5, fb_vd v6, fb_vd v7)
+{
+    /* neighbours added, two vectors interleaved; then pairs of those; then halves */
+    fb_vd p01 = FB_SHUF8(v0, v1, 0, 8, 2, 10, 4, 12, 6, 14) + FB_SHUF8(v0, v1, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd p23 = FB_SHUF8(v2, v3, 0, 8, 2, 10, 4, 12, 6, 14) + FB_SHUF8(v2, v3, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd p45 = FB_SHUF8(v4, v5, 0, 8, 2, 10, 4, 12, 6, 14) + FB_SHUF8(v4, v5, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd p67 = FB_SHUF8(v6, v7, 0, 8, 2, 10, 4, 12, 6, 14) + FB_SHUF8(v6, v7, 1, 9, 3, 11, 5, 13, 7, 15);
+    fb_vd q0 = FB_SHUF8(p01, p23, 0, 1, 8, 9, 4, 5, 12, 13) + FB_SHUF8(p01, p23, 2, 3, 10, 11, 6, 7, 14, 15);
+    fb_vd q4 = FB_SHUF8(p45, p67, 0, 1, 8, 9, 4, 5, 12, 13) + FB_SHUF8(p45, p67, 2, 3, 10, 11, 6, 7, 14, 15);
+    return FB_SHUF8(q0, q4, 0, 1, 2, 3, 8, 9, 10, 11) + FB_SHUF8(q0, q4, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
 #define FB_DEFINE_GACC(T, VT, SFX)                                                                \
 /* DT[s * npad + j] = D[j * ld + s] (0 for n <= j < npad), and db[j] += D[j * ld + s] in double,  \
  * s = 0, 1, ... in order: the bias gradient from the transpose's own loads */                    \
@@ -849,5 +863,86 @@ static void fb_matmul_##SFX(int wide, const T *M, fb_idx so, fb_idx si, const T 
 
 FB_DEFINE_MATMUL_WIDE(double, fb_vd, d)
 FB_DEFINE_MATMUL_WIDE(float, fb_vf, f)
+
+/* AVX-512 variant of fb_grad_tile (the lane-sum gradient of narrow layers): blocks of 4 inputs x
+ * 4 outputs (16 accumulators, 8 loads per 16 multiply-adds, where fb_grad_tile's 1 x 4 blocks
+ * load 5 per 4), their 16 lane sums reduced two fb_hsum8 at a time; the outputs in groups of 4,
+ * each group's delta rows kept in L1 while the inputs stream. Leftover inputs go 1 x 4, leftover
+ * outputs one at a time, as fb_grad_tile. Each sum's order is fixed by the code. */
+#define FB_DEFINE_GRAD_WIDE(T, VT, SFX)                                                           \
+FB_V4 static void fb_grad16_##SFX(const T *Z, fb_idx n_in, const T *D, fb_idx n_out, double *dW,  \
+                                  double *db, fb_idx nsp, fb_idx ld)                              \
+{                                                                                                 \
+    const fb_idx n_in4 = n_in / 4 * 4, n_out4 = n_out / 4 * 4;                                    \
+    for (fb_idx j = 0; j < n_out4; j += 4) {                                                      \
+        const T *d = D + j * ld;                                                                  \
+        fb_idx i = 0;                                                                             \
+        for (; i < n_in4; i += 4) {                                                               \
+            const T *z = Z + i * ld;                                                              \
+            fb_vd a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0};    \
+            fb_vd a13 = {0}, a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0};    \
+            fb_vd a32 = {0}, a33 = {0};                                                           \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd d0 = fb_wide_##SFX(fb_ld_##SFX(d + s));                                     \
+                fb_vd d1 = fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                                \
+                fb_vd d2 = fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                            \
+                fb_vd d3 = fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                            \
+                fb_vd z0 = fb_wide_##SFX(fb_ld_##SFX(z + s));                                     \
+                fb_vd z1 = fb_wide_##SFX(fb_ld_##SFX(z + ld + s));                                \
+                fb_vd z2 = fb_wide_##SFX(fb_ld_##SFX(z + 2 * ld + s));                            \
+                fb_vd z3 = fb_wide_##SFX(fb_ld_##SFX(z + 3 * ld + s));                            \
+                a00 += z0 * d0; a01 += z0 * d1; a02 += z0 * d2; a03 += z0 * d3;                   \
+                a10 += z1 * d0; a11 += z1 * d1; a12 += z1 * d2; a13 += z1 * d3;                   \
+                a20 += z2 * d0; a21 += z2 * d1; a22 += z2 * d2; a23 += z2 * d3;                   \
+                a30 += z3 * d0; a31 += z3 * d1; a32 += z3 * d2; a33 += z3 * d3;                   \
+            }                                                                                     \
+            fb_vd r0 = fb_hsum8(a00, a01, a02, a03, a10, a11, a12, a13);                          \
+            fb_vd r1 = fb_hsum8(a20, a21, a22, a23, a30, a31, a32, a33);                          \
+            double *g = dW + i * n_out + j;                                                       \
+            for (int k = 0; k < 4; k++) {                                                         \
+                g[k] += r0[k];                                                                    \
+                g[n_out + k] += r0[4 + k];                                                        \
+                g[2 * n_out + k] += r1[k];                                                        \
+                g[3 * n_out + k] += r1[4 + k];                                                    \
+            }                                                                                     \
+        }                                                                                         \
+        for (; i < n_in; i++) {                                                                   \
+            const T *z = Z + i * ld;                                                              \
+            fb_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                         \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES) {                                          \
+                fb_vd zs = fb_wide_##SFX(fb_ld_##SFX(z + s));                                     \
+                a0 += zs * fb_wide_##SFX(fb_ld_##SFX(d + s));                                     \
+                a1 += zs * fb_wide_##SFX(fb_ld_##SFX(d + ld + s));                                \
+                a2 += zs * fb_wide_##SFX(fb_ld_##SFX(d + 2 * ld + s));                            \
+                a3 += zs * fb_wide_##SFX(fb_ld_##SFX(d + 3 * ld + s));                            \
+            }                                                                                     \
+            double *g = dW + i * n_out + j;                                                       \
+            g[0] += fb_hsum(a0);                                                                  \
+            g[1] += fb_hsum(a1);                                                                  \
+            g[2] += fb_hsum(a2);                                                                  \
+            g[3] += fb_hsum(a3);                                                                  \
+        }                                                                                         \
+    }                                                                                             \
+    for (fb_idx j = n_out4; j < n_out; j++)                                                       \
+        for (fb_idx i = 0; i < n_in; i++) {                                                       \
+            fb_vd a0 = {0};                                                                       \
+            for (fb_idx s = 0; s < nsp; s += FB_LANES)                                            \
+                a0 += fb_wide_##SFX(fb_ld_##SFX(Z + i * ld + s)) *                                \
+                      fb_wide_##SFX(fb_ld_##SFX(D + j * ld + s));                                 \
+            dW[i * n_out + j] += fb_hsum(a0);                                                     \
+        }                                                                                         \
+    fb_bias_grad_tile_##SFX(D, n_out, db, nsp, ld);                                               \
+}                                                                                                 \
+                                                                                                  \
+static void fb_grad_##SFX(int wide, const T *Z, fb_idx n_in, const T *D, fb_idx n_out, double *dW,\
+                          double *db, fb_idx nsp, fb_idx ld)                                      \
+{                                                                                                 \
+    if (FB_WIDE && wide)                                                                          \
+        fb_grad16_##SFX(Z, n_in, D, n_out, dW, db, nsp, ld);                                      \
+    else fb_grad_tile_##SFX(Z, n_in, D, n_out, dW, db, nsp, ld);                                  \
+}
+
+FB_DEFINE_GRAD_WIDE(double, fb_vd, d)
+FB_DEFINE_GRAD_WIDE(float, fb_vf, f)
 
 #endif /* FB_SIMD_H */
