@@ -461,6 +461,12 @@ cdef inline bint _is_c_array(object a, int typenum, int ndim) noexcept:
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
 
 
+cdef struct ThreadChoice:  # the epochs' choice of threads (see "Threads" in fb_epoch.pxi)
+    double ns_alone    # a full batch's kernel time on the calling thread alone (moving average; 0: not yet timed)
+    double ns_threads  # ... on the kernel's threads
+    long long epochs   # epochs that had full threaded batches
+
+
 cdef class CythonKernel:
     """The bound kernel of one layout: ``kernel(W, X, T, sample_weight, scale, l2)``.
 
@@ -486,6 +492,7 @@ cdef class CythonKernel:
     cdef char *rop_raw     # the second order's scratch (_rop.pxi), kept like arena
     cdef idx rop_bytes
     cdef long rop_busy
+    cdef ThreadChoice choice  # the epochs' choice of threads (fb_epoch.pxi)
 
     def __dealloc__(self):
         free(self.arena_raw)
@@ -623,6 +630,17 @@ cdef class CythonKernel:
             return n_threads
         return <int>max(n_threads, min(
             BLOCKS_PER_THREAD * n_threads, (n + self.plan.ld - 1) // self.plan.ld))
+
+    @property
+    def epoch_timing(self):
+        """The epochs' choice of threads (``src_kernels/fb_epoch.pxi``, "Threads"): a full
+        batch's kernel time alone and on the threads (moving averages, ns; 0 until timed) and the
+        epochs that chose, as a tuple; assigning such a tuple sets them (tests)."""
+        return (self.choice.ns_alone, self.choice.ns_threads, self.choice.epochs)
+
+    @epoch_timing.setter
+    def epoch_timing(self, value):
+        self.choice.ns_alone, self.choice.ns_threads, self.choice.epochs = value
 
     def run_epoch(self, W, X, T, sample_weight, order, batch_size, alpha, optimizer):
         """One epoch of minibatch training in one call, without the GIL: per batch the kernel's

@@ -64,6 +64,20 @@ static double fb_pairwise_sum(const double *a, fb_idx n)
     return fb_pairwise_sum(a, n2) + fb_pairwise_sum(a + n2, n - n2);
 }
 
+/* A monotonic clock in nanoseconds for the epoch's choice of threads (fb_epoch.pxi); 0 where
+ * there is none (the epoch then keeps its threads). */
+#if defined(__unix__) || defined(__APPLE__)
+#include <time.h>
+static inline double fb_epoch_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+#else
+static inline double fb_epoch_clock_ns(void) { return 0.0; }
+#endif
+
 #define FB_EPOCH_STEPS(T, SFX, SQRT)                                                               \
 /* Σ_{k < n} W_k² in double, in 8 interleaved partial sums (see the top of the file). */           \
 FB_DISPATCH FB_NO_CONTRACT static double fb_penalty_##SFX(const T *W, fb_idx n)                    \

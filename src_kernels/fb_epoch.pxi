@@ -8,14 +8,35 @@
 #    (without an order the batch is read in place);
 # 2. its weight S_b: the sample count, or Σ of its weights summed as NumPy's sum adds them
 #    (pairwise, fb_pairwise_sum), so 1 / S_b has the reference's bits; S_b = 0: skipped;
-# 3. its loss and gradient sums by _run, with the threads and blocks a kernel call on that batch
-#    would use (bit-identical to it), under the kernel's flush-to-zero mode (fb_fpenv.h);
+# 3. its loss and gradient sums by _run, with the blocks a kernel call on that batch would use
+#    (bit-identical to it), under the kernel's flush-to-zero mode (fb_fpenv.h), on the kernel's
+#    threads or on the calling thread alone (the same blocks, so the same bits): see "Threads";
 # 4. out of that mode again, as NumPy's step runs: the gradient scaled, the L2 term added (as the
 #    kernel call does), rounded to the compute dtype and stepped in place on W and the
 #    optimizer's state (fb_epoch.h: scikit-learn's updates, operation for operation, as
 #    fastbp.optimizers writes them in NumPy, vectorized and dispatched like the kernel's loops).
 #
 # Memory: the kernel's own scratch (its arena), one float64 gradient and one batch of gathered rows.
+#
+# Threads: a full batch whose kernel call would use several threads runs on them while they pay.
+# On a machine that gives the second core to something else from time to time (a shared or
+# virtual machine), a worker that loses its core while it holds a block makes the caller wait, or
+# shares the caller's core: such batches were seen to take 1.2x the time of the same blocks run
+# by the caller alone, where the threads otherwise take 0.65x (medium, batch 200; measured with a
+# real-time process taking the second core 3 ms in 6). So the kernel keeps a full batch's mean
+# time (rows, kernel call and step: workers spinning on a shared core slow the step too) both
+# ways (ThreadChoice, across epochs: each epoch's mean replaces the last), runs an epoch's full
+# batches the faster way (alone only when the threads are clearly slower), and every PROBE_EVERY
+# epochs runs a few of them the other way, to notice when that changes. An epoch's first batch
+# is not timed (it meets caches the step and Python left cold). The choice changes no result:
+# the blocks, and so the bits, are the same either way.
+
+cdef enum:
+    PROBE_EVERY = 8     # epochs between two timings of the way not taken
+    PROBE_FIRST = 2     # the batches of a probing epoch that run the other way: PROBE_FIRST ...
+    PROBE_BATCHES = 3   # ... PROBE_FIRST + PROBE_BATCHES - 1
+
+# (ThreadChoice, a field of CythonKernel, is declared in _cython_kernels.pyx)
 
 from libc.math cimport pow as c_pow, sqrt as c_sqrt
 from libc.stdint cimport int64_t
@@ -39,6 +60,7 @@ cdef struct EpochOpt:
 
 cdef extern from "fb_epoch.h" nogil:
     double fb_pairwise_sum(const double *a, idx n)
+    double fb_epoch_clock_ns()
     double fb_penalty_d(const double *W, idx n)
     double fb_penalty_f(const float *W, idx n)
     void fb_sgd_step_d(double *W, const double *g, double *V, idx n, idx n_coef, double scale,
@@ -59,14 +81,27 @@ cdef struct EpochShape:
     int threads_last, blocks_last  # the last, shorter batch's
 
 
+cdef inline bint _alone(const ThreadChoice *tc, idx batch) noexcept nogil:
+    """Whether full batch number ``batch`` runs on the calling thread alone (see "Threads")."""
+    cdef bint prefer_alone = tc.ns_alone > 0.0 and tc.ns_threads > 1.1 * tc.ns_alone
+    if tc.epochs % PROBE_EVERY == 0 and PROBE_FIRST <= batch < PROBE_FIRST + PROBE_BATCHES:
+        return not prefer_alone
+    return prefer_alone
+
+
 cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const floating *T,
                       const double *sw, const int64_t *order, const EpochShape *e, double alpha,
                       EpochOpt *o, floating *Xb, floating *Tb, double *swb, double *g,
-                      char *arena) noexcept nogil:
+                      char *arena, ThreadChoice *tc) noexcept nogil:
     """The epoch (see the top of this file); returns Σ_b |b| loss_b."""
-    cdef idx n_in = p.sizes[0], m = p.sizes[p.n_layers], start, stop, nb, i, k, r
+    cdef idx n_in = p.sizes[0], m = p.sizes[p.n_layers], start, stop, nb, i, k, r, batch = -1
     cdef int threads, blocks
-    cdef double total = 0.0, weight, scale, l2, loss, penalty
+    cdef bint choose, alone = False
+    cdef double total = 0.0, weight, scale, l2, loss, penalty, t0 = 0.0
+    cdef double ns_way[2]  # timed full batches' time: threads, alone
+    cdef idx n_way[2]
+    ns_way[0] = ns_way[1] = 0.0
+    n_way[0] = n_way[1] = 0
     cdef const floating *Xp
     cdef const floating *Tp
     cdef const double *swp
@@ -75,10 +110,17 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
     while start < e.n:
         stop = min(start + e.bs, e.n)
         nb = stop - start
+        batch += 1
         if nb == e.bs:
             threads, blocks = e.threads_full, e.blocks_full
         else:
             threads, blocks = e.threads_last, e.blocks_last
+        # a full batch with several threads and blocks: threads or alone, timed from here to its
+        # step's end (the workers spin meanwhile: on a shared core that slows the step too)
+        choose = nb == e.bs and threads > 1 and blocks > 1
+        alone = choose and _alone(tc, batch)
+        if choose and batch > 0:
+            t0 = fb_epoch_clock_ns()
         # the batch's rows, in batch order, and its weight
         if order != NULL:
             for i in range(nb):
@@ -104,7 +146,7 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
         # the batch's loss and gradient sums, as the kernel call on it computes them
         loss = 0.0
         env = fb_flush_begin()
-        _run(p, <const floating *>W, Xp, Tp, swp, nb, threads, blocks, g, &loss, arena)
+        _run(p, <const floating *>W, Xp, Tp, swp, nb, 1 if alone else threads, blocks, g, &loss, arena)
         fb_flush_end(env)
         penalty = 0.0
         if l2 != 0.0:
@@ -130,6 +172,15 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
             else:
                 fb_sgd_step_f(W, g, <float *>o.S1, p.n_params, p.n_coef, scale, 2.0 * l2, o.lr,
                               o.momentum, o.nesterov)
+        if choose and batch > 0:
+            ns_way[alone] += fb_epoch_clock_ns() - t0
+            n_way[alone] += 1
+    if n_way[0] + n_way[1] > 0:  # this epoch's means replace the last ones (see "Threads")
+        if n_way[0] > 0 and ns_way[0] > 0.0:
+            tc.ns_threads = ns_way[0] / n_way[0]
+        if n_way[1] > 0 and ns_way[1] > 0.0:
+            tc.ns_alone = ns_way[1] / n_way[1]
+        tc.epochs += 1
     return total
 
 
@@ -257,11 +308,11 @@ cdef object _kernel_run_epoch(CythonKernel self, W, X, T, sample_weight, order, 
         if self.float32:
             total = _fb_epoch(p, <float *>wp, <const float *>xp, <const float *>tp, swp, orderp, &e,
                               alpha_, &o, <float *>xb, <float *>tb, <double *>swb, <double *>g,
-                              arena)
+                              arena, &self.choice)
         else:
             total = _fb_epoch(p, <double *>wp, <const double *>xp, <const double *>tp, swp, orderp,
                               &e, alpha_, &o, <double *>xb, <double *>tb, <double *>swb,
-                              <double *>g, arena)
+                              <double *>g, arena, &self.choice)
     if own:
         fb_release(&self.arena_busy)
     else:

@@ -187,6 +187,58 @@ def test_threads_bit_identical_and_equal_to_reference(problem, compiled_backend)
     _assert_close(results[2], results[1], 1e-12)  # another split: the same to round-off
 
 
+def _choice(kernel, state=None):
+    """The epochs' choice of threads of a compiled kernel: (time alone, time on the threads,
+    epochs that chose); with ``state``, set it first."""
+    if hasattr(kernel, "_epoch_choice"):  # numba
+        if state is not None:
+            kernel._epoch_choice[:] = state
+        return tuple(float(v) for v in kernel._epoch_choice)
+    kernel = getattr(kernel, "kernel", kernel)
+    if state is not None:
+        kernel.epoch_timing = state
+    return tuple(float(v) for v in kernel.epoch_timing)
+
+
+def test_epochs_run_threads_or_the_caller_alone_whichever_was_faster(problem, compiled_backend):
+    """A full batch that would run on several threads runs on them, or on the calling thread
+    alone when the kernel timed the threads clearly slower (a machine that takes the second core
+    away now and then); every few epochs a few batches go the other way to time it again. The
+    blocks are the same either way, so are the bits; the timings are kept across epochs."""
+    backend = compiled_backend
+    if backend == "cython" and not fastbp.backends.get_backend("cython").have_threads:
+        pytest.skip("a single-threaded cython build has no threads to choose")
+    from fastbp.backends.numba_kernels import pool as K
+    from fastbp.backends.numba_kernels import pool_threads as P
+
+    net, kernel, X, T, W0 = _threaded_setup(problem, backend, 2)
+    order = np.random.default_rng(8).permutation(600)
+    worker_blocks = P.get_pool(np.float64, P.EpochPool).ctl if backend == "numba" else None
+
+    def epoch(state):
+        _choice(kernel, state)
+        before = None if worker_blocks is None else int(worker_blocks[K.C_WORKER_BLOCKS])
+        W = W0.copy()
+        opt = AdamOptimizer(_params(net, W), 0.01)
+        total = kernel.run_epoch(W, X, T, None, order, 100, 1e-3, opt)  # 6 full batches
+        ran = None if worker_blocks is None else int(worker_blocks[K.C_WORKER_BLOCKS]) - before
+        return (W, opt.m, opt.v, total), _choice(kernel), ran
+
+    # no timings yet: the threads, and (a probing epoch) batches 2-4 alone: both ways timed
+    on_threads, state, _ = epoch((0.0, 0.0, 0))
+    assert state[0] > 0 and state[1] > 0 and state[2] == 1
+    # the threads timed clearly slower, not a probing epoch: every batch alone, no worker's block
+    alone, state, ran = epoch((1.0, 1e15, 1))
+    assert state[1] == 1e15 and 0 < state[0] < 1e15 and state[2] == 2
+    assert ran in (None, 0)
+    # a probing epoch while alone is preferred: batches 2-4 on the threads are timed
+    _, state, _ = epoch((1.0, 1e15, 8))
+    assert state[1] < 1e15 and state[2] == 9
+    for a, b in zip(alone, on_threads):
+        np.testing.assert_array_equal(a, b)
+    _compare(kernel, net, W0, X, T, None, [order], 100, "adam", np.float64)
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else os.cpu_count() < 2,
                     reason="a worker needs a second core to take blocks in time")
 def test_numba_epoch_workers_run_blocks(problem):

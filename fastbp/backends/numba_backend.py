@@ -203,6 +203,7 @@ class NumbaKernel:
         self._announce = self._announce_epoch = self._announce_second = True
         self._epoch_pool = P.get_pool(layout.dtype, P.EpochPool) if self._max_blocks > 1 else None
         self._batches = {}  # (n, batch_size, weighted) -> what an epoch needs: see _batch_plan
+        self._epoch_choice = np.zeros(3)  # the epochs' choice of threads (numba_kernels/epoch.py)
         self._dtype = layout.dtype
         self._w_shape = (layout.n_params,)
         self._second = None  # second order's state, prepared on its first call
@@ -458,7 +459,8 @@ class NumbaKernel:
             try:
                 total, t, rate = _run_epoch(
                     W, X, T, sw, order, batch_size, alpha, kind, lr, mu, nesterov, b1, b2, eps, t, S1, S2,
-                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots, ctl, job, 0, self._rows)
+                    self.meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots, ctl, job, 0,
+                    self._epoch_choice, self._rows)
             finally:
                 if pool is not None:
                     pool.release()

@@ -15,6 +15,16 @@ min((b+1)·bs, n)]``, or the next ``bs`` rows when there is no order):
 4. the rows reduced in block order, scaled by ``1 / S_b``, the L2 term ``alpha / (2 S_b)``
    added, and the optimizer's step (:mod:`.optimizers`), in place on W and the state.
 
+Threads (as the Cython epoch's, ``src_kernels/fb_epoch.pxi``): a full batch that would run on
+several threads runs on them while they pay. On a machine that gives the second core to
+something else from time to time, a worker that loses its core while holding a block makes the
+caller wait, or shares the caller's core (such batches took 1.15x the time of the same blocks run
+by the caller alone, where the threads otherwise take 0.65x). So the kernel keeps, in ``choice``,
+a full batch's mean time (rows, kernel call, step) both ways (cycles; each epoch's mean replaces the last), runs an
+epoch's full batches the faster way (alone only when the threads are clearly slower), and every
+``PROBE_EVERY`` epochs runs a few batches the other way. An epoch's first batch is not timed. The
+blocks, and so the bits, are the same either way.
+
 So a batch is computed with the same blocks, the same sums in the same order and the same
 rounding as the reference's kernel call and NumPy step: a float64 epoch equals the reference's to
 the bit (float32 too, but for the subnormals NumPy's step would make: see :mod:`.optimizers`;
@@ -37,10 +47,17 @@ from .driver import _block_kernel
 from .fpenv import flush_begin, flush_end
 from .jit import _JIT
 from .optimizers import ADAM, adam_rate, adam_step, batch_gradient, sgd_step
-from .pool import C_NOFLUSH, _fill_job, _run_block, _run_job, _serve
+from .pool import C_NOFLUSH, _clock, _fill_job, _run_block, _run_job, _serve
 
 #: numpy's pairwise summation: blocks of this many values are summed with 8 accumulators
 _PW_BLOCK = 128
+#: The choice of threads (see the top): epochs between two timings of the way not taken, and the
+#: batches of a probing epoch that take it
+PROBE_EVERY = 8
+PROBE_FIRST, PROBE_BATCHES = 2, 3
+#: ``choice``: a full batch's mean kernel time alone and on the threads (0: not yet timed), and
+#: the epochs that chose
+CH_ALONE, CH_THREADS, CH_EPOCHS = 0, 1, 2
 
 
 @njit(**_JIT)
@@ -108,9 +125,18 @@ def pairwise_sum(a, start, n):
 
 
 @njit(**_JIT)
+def _alone(choice, batch):
+    """Whether full batch number ``batch`` runs on the calling thread alone (see the top)."""
+    prefer_alone = choice[CH_ALONE] > 0.0 and choice[CH_THREADS] > 1.1 * choice[CH_ALONE]
+    if int(choice[CH_EPOCHS]) % PROBE_EVERY == 0 and PROBE_FIRST <= batch < PROBE_FIRST + PROBE_BATCHES:
+        return not prefer_alone
+    return prefer_alone
+
+
+@njit(**_JIT)
 def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nesterov, beta_1, beta_2,
               epsilon, t, S1, S2, meta, zd, ws, gbuf, Xb, Tb, swb, blocks_full, blocks_last, n_slots,
-              ctl, job, slot, rows):
+              ctl, job, slot, choice, rows):
     """One epoch (``slot = 0``), or the life of the epoch pool's worker ``slot`` (> 0).
 
     ``W`` (flat weights, compute dtype) and the optimizer's state ``S1``, ``S2`` are updated in
@@ -120,7 +146,8 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     ``beta_2``, ``epsilon``; ``t`` the steps taken; ``S1``, ``S2`` the moments). ``Xb``, ``Tb``,
     ``swb``: batch buffers of ``batch_size`` rows (``swb`` empty without weights). Batches of
     ``batch_size`` samples run in ``blocks_full`` blocks, a shorter last one in ``blocks_last``,
-    on up to ``n_slots`` threads of the pool ``ctl``. ``rows``: None (unit-major) or an empty
+    on up to ``n_slots`` threads of the pool ``ctl`` (or the calling thread alone: ``choice``, a
+    float64 array of 3 the kernel keeps, updated in place; see the top). ``rows``: None (unit-major) or an empty
     array (sample-major BLAS networks: every block on the calling thread), as for
     :func:`.driver.run`. A batch's gradient is computed with subnormals flushed to zero unless
     ``ctl[C_NOFLUSH]`` is set; its step in the caller's floating-point mode.
@@ -144,10 +171,18 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     flush = ctl[C_NOFLUSH] == 0
     total = 0.0
     rate = lr
+    time_way = np.zeros(2)  # timed full batches' time (cycles): threads, alone
+    n_way = np.zeros(2, dtype=np.int64)
+    batch = -1
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         nb = stop - start
+        batch += 1
         n_blocks = blocks_full if nb == batch_size else blocks_last
+        threads = min(n_slots, n_blocks)
+        choose = rows is None and nb == batch_size and threads > 1
+        alone = choose and _alone(choice, batch)
+        t0 = _clock(0)  # (timed to the step's end: spinning workers on a shared core slow it too)
         # the batch's rows, in batch order, and its weight S_b
         if shuffled:
             for i in range(nb):
@@ -173,8 +208,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
         # subnormals flushed as in a kernel call (:mod:`.fpenv`); the step in the caller's mode,
         # as NumPy's step of the reference runs
         saved = flush_begin(flush)
-        threads = min(n_slots, n_blocks)
-        if rows is None and threads > 1:
+        if rows is None and threads > 1 and not alone:
             _run_job(ctl, job, threads, n_blocks, marker, kernel)
         else:
             for b in range(n_blocks):
@@ -188,4 +222,13 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
             adam_step(W, g, rate, beta_1, beta_2, epsilon, S1, S2)
         else:
             sgd_step(W, g, lr, momentum, nesterov, S1)
+        if choose and batch > 0:
+            time_way[1 if alone else 0] += _clock(0) - t0
+            n_way[1 if alone else 0] += 1
+    if n_way[0] + n_way[1] > 0:  # this epoch's means replace the last ones (see the top)
+        if n_way[0] > 0 and time_way[0] > 0.0:
+            choice[CH_THREADS] = time_way[0] / n_way[0]
+        if n_way[1] > 0 and time_way[1] > 0.0:
+            choice[CH_ALONE] = time_way[1] / n_way[1]
+        choice[CH_EPOCHS] += 1
     return total, t, rate

@@ -140,17 +140,17 @@ class EpochPool(Pool):
 
     def _serve_once(self, slot, spin_cycles):
         args = self._epoch_placeholders
-        return run_epoch(*args[:24], spin_cycles, *args[25:29], slot, None)[0]
+        return run_epoch(*args[:24], spin_cycles, *args[25:29], slot, args[30], None)[0]
 
 
 def epoch_placeholders(dtype, ctl):
     """Arguments of the types a call passes to :func:`.epoch.run_epoch` (the caller's slot 0,
     unit-major), the control array ``ctl`` among them: a worker's call replaces the spin (index
-    24) and the slot (29)."""
+    24) and the slot (29); then the choice of threads (30) and ``rows`` (31)."""
     W, X, T, sw, meta, zd, ws, gbuf, Wc, job = placeholders(dtype)
     order = np.zeros(0, dtype=np.int64)
     return (Wc, X, T, sw, order, 1, 0.0, 0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0, Wc, Wc, meta, zd, ws, gbuf, zd, zd,
-            np.zeros(0), 0, 1, 1, ctl, job, 0, None)
+            np.zeros(0), 0, 1, 1, ctl, job, 0, np.zeros(3), None)
 
 
 def placeholders(dtype):
