@@ -29,7 +29,8 @@
 # batches the faster way (alone only when the threads are clearly slower), and every PROBE_EVERY
 # epochs runs a few of them the other way, to notice when that changes. An epoch's first batch
 # is not timed (it meets caches the step and Python left cold). The choice changes no result:
-# the blocks, and so the bits, are the same either way.
+# the blocks, and so the bits, are the same either way (two epochs running at once on one kernel
+# may race on its ThreadChoice, which only steers the choice).
 
 cdef enum:
     PROBE_EVERY = 8     # epochs between two timings of the way not taken

@@ -20,10 +20,11 @@ several threads runs on them while they pay. On a machine that gives the second 
 something else from time to time, a worker that loses its core while holding a block makes the
 caller wait, or shares the caller's core (such batches took 1.15x the time of the same blocks run
 by the caller alone, where the threads otherwise take 0.65x). So the kernel keeps, in ``choice``,
-a full batch's mean time (rows, kernel call, step) both ways (cycles; each epoch's mean replaces the last), runs an
-epoch's full batches the faster way (alone only when the threads are clearly slower), and every
-``PROBE_EVERY`` epochs runs a few batches the other way. An epoch's first batch is not timed. The
-blocks, and so the bits, are the same either way.
+a full batch's mean time (rows, kernel call, step) both ways (cycles; each epoch's mean replaces
+the last), runs an epoch's full batches the faster way (alone only when the threads are clearly
+slower), and every ``PROBE_EVERY`` epochs runs a few batches the other way. An epoch's first
+batch is not timed. The blocks, and so the bits, are the same either way; two epochs running at
+once on one kernel may race on ``choice``, which only steers the choice.
 
 So a batch is computed with the same blocks, the same sums in the same order and the same
 rounding as the reference's kernel call and NumPy step: a float64 epoch equals the reference's to
@@ -55,8 +56,8 @@ _PW_BLOCK = 128
 #: batches of a probing epoch that take it
 PROBE_EVERY = 8
 PROBE_FIRST, PROBE_BATCHES = 2, 3
-#: ``choice``: a full batch's mean kernel time alone and on the threads (0: not yet timed), and
-#: the epochs that chose
+#: ``choice``: a full batch's mean time alone and on the threads (0: not yet timed), and the
+#: epochs that chose
 CH_ALONE, CH_THREADS, CH_EPOCHS = 0, 1, 2
 
 
@@ -147,8 +148,8 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
     ``swb``: batch buffers of ``batch_size`` rows (``swb`` empty without weights). Batches of
     ``batch_size`` samples run in ``blocks_full`` blocks, a shorter last one in ``blocks_last``,
     on up to ``n_slots`` threads of the pool ``ctl`` (or the calling thread alone: ``choice``, a
-    float64 array of 3 the kernel keeps, updated in place; see the top). ``rows``: None (unit-major) or an empty
-    array (sample-major BLAS networks: every block on the calling thread), as for
+    float64 array of 3 the kernel keeps, updated in place; see the top). ``rows``: None
+    (unit-major) or an empty array (sample-major BLAS networks: every block on the calling thread), as for
     :func:`.driver.run`. A batch's gradient is computed with subnormals flushed to zero unless
     ``ctl[C_NOFLUSH]`` is set; its step in the caller's floating-point mode.
 
