@@ -165,9 +165,7 @@ def profile(name, solver, batch_size, repeat, impls=BACKENDS, n_threads=1, sklea
         for impl, est in ests.items():
             with threadpool_limits(1) if impl == SKLEARN_ONE else contextlib.nullcontext():
                 time.sleep(SETTLE_S)  # the previous fit's BLAS or pool threads stop spinning first
-                t0 = time.perf_counter()
-                _fit(est, X, y)
-                times[impl].append(time.perf_counter() - t0)
+                times[impl].append(_time_fit(est, X, y))
     sk_t = np.array(times["sklearn"])
     if sklearn_one_thread:
         sk_t = np.minimum(sk_t, times[SKLEARN_ONE])

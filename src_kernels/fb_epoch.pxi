@@ -97,7 +97,7 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
     """The epoch (see the top of this file); returns Σ_b |b| loss_b."""
     cdef idx n_in = p.sizes[0], m = p.sizes[p.n_layers], start, stop, nb, i, k, r, batch = -1
     cdef int threads, blocks
-    cdef bint choose, alone = False
+    cdef bint choose, timed, alone = False
     cdef double total = 0.0, weight, scale, l2, loss, penalty, t0 = 0.0
     cdef double ns_way[2]  # timed full batches' time: threads, alone
     cdef idx n_way[2]
@@ -120,7 +120,8 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
         # step's end (the workers spin meanwhile: on a shared core that slows the step too)
         choose = nb == e.bs and threads > 1 and blocks > 1
         alone = choose and _alone(tc, batch)
-        if choose and batch > 0:
+        timed = choose and batch > 0  # (an epoch's first batch meets cold caches)
+        if timed:
             t0 = fb_epoch_clock_ns()
         # the batch's rows, in batch order, and its weight
         if order != NULL:
@@ -173,7 +174,7 @@ cdef double _fb_epoch(const Plan *p, floating *W, const floating *X, const float
             else:
                 fb_sgd_step_f(W, g, <float *>o.S1, p.n_params, p.n_coef, scale, 2.0 * l2, o.lr,
                               o.momentum, o.nesterov)
-        if choose and batch > 0:
+        if timed:
             ns_way[alone] += fb_epoch_clock_ns() - t0
             n_way[alone] += 1
     if n_way[0] + n_way[1] > 0:  # this epoch's means replace the last ones (see "Threads")

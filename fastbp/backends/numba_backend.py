@@ -431,13 +431,13 @@ class NumbaKernel:
         if self._announce_epoch:
             self._announce_epoch = False
             _announce_compile(dt, self.uses_blas, "epoch")
-        return W, X, T, sw, order, copy_order, int(batch_size), kind, S1, S2, plan
+        serial = n * self._work_per_sample < MIN_PARALLEL_EPOCH_WORK  # (see MIN_PARALLEL_EPOCH_WORK)
+        return W, X, T, sw, order, copy_order, int(batch_size), kind, S1, S2, plan, serial
 
     def _epoch(self, checked, alpha, optimizer):
         """One epoch on checked arguments (see :meth:`_epoch_checked`)."""
-        W, X, T, sw, order, copy_order, batch_size, kind, S1, S2, plan = checked
+        W, X, T, sw, order, copy_order, batch_size, kind, S1, S2, plan, serial = checked
         blocks_full, blocks_last, Xb, Tb, swb = plan[:5]
-        serial = X.shape[0] * self._work_per_sample < MIN_PARALLEL_EPOCH_WORK
         if copy_order:
             order = order.copy()
         if kind == ADAM:

@@ -183,6 +183,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
         threads = min(n_slots, n_blocks)
         choose = rows is None and nb == batch_size and threads > 1
         alone = choose and _alone(choice, batch)
+        timed = choose and batch > 0  # (an epoch's first batch meets cold caches)
         t0 = _clock(0)  # (timed to the step's end: spinning workers on a shared core slow it too)
         # the batch's rows, in batch order, and its weight S_b
         if shuffled:
@@ -223,7 +224,7 @@ def run_epoch(W, X, T, sw, order, batch_size, alpha, kind, lr, momentum, nestero
             adam_step(W, g, rate, beta_1, beta_2, epsilon, S1, S2)
         else:
             sgd_step(W, g, lr, momentum, nesterov, S1)
-        if choose and batch > 0:
+        if timed:
             time_way[1 if alone else 0] += _clock(0) - t0
             n_way[1 if alone else 0] += 1
     if n_way[0] + n_way[1] > 0:  # this epoch's means replace the last ones (see the top)
